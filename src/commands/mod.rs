@@ -1,0 +1,4 @@
+pub mod cleanup;
+pub mod start;
+pub mod status;
+pub mod stop;

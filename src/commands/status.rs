@@ -1,0 +1,141 @@
+//! `status [NAME]` and `list`: which VMs run, from validated PIDs only.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::{self, ResolvedNet};
+use crate::image;
+use crate::launch::{self, PidState};
+use crate::paths::{Roots, VmPaths};
+use crate::procinfo;
+
+#[derive(Debug, Serialize)]
+pub struct VmStatus {
+    pub name: String,
+    pub running: bool,
+    pub pid: Option<i32>,
+    pub ip: Option<String>,
+    pub tap: Option<String>,
+    pub uptime_secs: Option<u64>,
+    pub image_hash: Option<String>,
+    /// Set when a pidfile named a process that is not this VM's QEMU; the
+    /// pidfile was removed and the process left alone.
+    pub stale: Option<String>,
+    pub config_error: Option<String>,
+}
+
+pub fn one(roots: &Roots, name: &str) -> VmStatus {
+    let paths = VmPaths::new(roots, name);
+    let cfg = config::load_by_name(&roots.config_dir, name);
+    let (mut ip, mut tap, config_error) = match &cfg {
+        Ok(v) => match &v.net {
+            ResolvedNet::Bridge(b) => (Some(b.ip.to_string()), Some(b.tap.clone()), None),
+            ResolvedNet::User { .. } => (None, None, None),
+        },
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    let mut st = VmStatus {
+        name: name.to_owned(),
+        running: false,
+        pid: None,
+        ip: None,
+        tap: None,
+        uptime_secs: None,
+        image_hash: cfg.as_ref().ok().and_then(|v| image::current_hash(v, &paths)),
+        stale: None,
+        config_error,
+    };
+    match launch::inspect(&paths) {
+        PidState::Running { pid, record } => {
+            st.running = true;
+            st.pid = Some(pid);
+            ip = record.ip.clone().or(ip);
+            tap = record.tap.clone().or(tap);
+            st.image_hash = Some(record.image_hash.clone());
+            st.uptime_secs = procinfo::uptime_secs().map(|up| {
+                let started = record.start_ticks as f64 / procinfo::ticks_per_second() as f64;
+                (up - started).max(0.0) as u64
+            });
+        }
+        PidState::Stale { pid, reason } => {
+            tracing::warn!(?pid, %reason, "stale pidfile; removing it (no process signalled)");
+            let _ = launch::clear(&paths);
+            st.stale = Some(reason);
+        }
+        PidState::NotRunning => {}
+    }
+    st.ip = ip;
+    st.tap = tap;
+    st
+}
+
+/// Every VM with a config, a state dir or a runtime dir.
+pub fn names(roots: &Roots) -> Vec<String> {
+    let mut set = BTreeSet::new();
+    if let Ok(rd) = fs::read_dir(&roots.config_dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = n.strip_suffix(".json") {
+                set.insert(stem.to_owned());
+            }
+        }
+    }
+    for dir in [&roots.state_dir, &roots.runtime_dir] {
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    set.insert(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    set.into_iter().collect()
+}
+
+fn fmt_uptime(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<8} {:>8} {:<15} {:<15} {:>8} {:<12}",
+        "NAME", "STATE", "PID", "IP", "TAP", "UPTIME", "IMAGE"
+    );
+    for s in list {
+        let state = if s.running {
+            "running"
+        } else if s.stale.is_some() {
+            "stale"
+        } else {
+            "stopped"
+        };
+        println!(
+            "{:<20} {:<8} {:>8} {:<15} {:<15} {:>8} {:<12}",
+            s.name,
+            state,
+            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            s.ip.as_deref().unwrap_or("-"),
+            s.tap.as_deref().unwrap_or("-"),
+            s.uptime_secs.map(fmt_uptime).unwrap_or_else(|| "-".into()),
+            s.image_hash.as_deref().map(|h| &h[..h.len().min(12)]).unwrap_or("-"),
+        );
+        if let Some(r) = &s.stale {
+            println!("  stale pidfile removed: {r}");
+        }
+        if let Some(e) = &s.config_error {
+            println!("  config: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The `mcp-unikernel` command: what the systemd unit runs (start, stop,
+//! cleanup) and what operators use to look (status, list, check-config).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use mcp_unikernel::commands::{cleanup, start, status, stop};
+use mcp_unikernel::config;
+use mcp_unikernel::paths::Roots;
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-unikernel",
+    version,
+    about = "Run Nanos unikernels as systemd services: stage volumes, build with ops, \
+             put the VM on a TAP on an isolated bridge, exec QEMU, validate PIDs.",
+    after_help = "Config schema: docs/config-schema.md. Logs go to stderr (the journal under systemd); \
+                  set MCP_LOG=debug for more."
+)]
+struct Cli {
+    /// Directory holding <name>.json instance configs.
+    #[arg(long, env = "MCP_CONFIG_DIR", default_value = "/etc/mcp-unikernel", global = true)]
+    config_dir: PathBuf,
+    /// Root of per-VM state (staging tree, ops home, last good image).
+    #[arg(long, env = "MCP_STATE_DIR", default_value = "/var/lib/mcp-unikernel", global = true)]
+    state_dir: PathBuf,
+    /// Root of per-VM runtime files (QMP socket, pidfile, launch record).
+    #[arg(long, env = "MCP_RUNTIME_DIR", default_value = "/run/mcp-unikernel", global = true)]
+    runtime_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate, stage volumes, build the image if its inputs changed, create
+    /// the TAP, then exec QEMU (as the configured QEMU user) in this process.
+    Start { name: String },
+    /// Power the guest down over QMP; `quit` after the stop timeout; SIGKILL
+    /// (through a pidfd) as the last resort. Prints which one ended it.
+    Stop { name: String },
+    /// Remove the TAP, QMP socket, pidfile and launch record (refuses while
+    /// the VM runs). Safe to run twice.
+    Cleanup { name: String },
+    /// Show one VM (or all): running or not from validated PIDs, PID, IP, TAP,
+    /// uptime, image hash. A stale pidfile is reported and removed.
+    Status {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every VM that has a config, state or runtime dir.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file without touching anything; print the derived
+    /// values (TAP, MAC, netmask) as JSON.
+    CheckConfig { file: PathBuf },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let to_tty = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(to_tty)
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // The journal stamps lines itself.
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let roots = Roots {
+        config_dir: cli.config_dir,
+        state_dir: cli.state_dir,
+        runtime_dir: cli.runtime_dir,
+    };
+    let result: anyhow::Result<()> = match cli.command {
+        Cmd::Start { name } => start::run(&roots, &name).map(|never| match never {}),
+        Cmd::Stop { name } => stop::run(&roots, &name).map(|_| ()),
+        Cmd::Cleanup { name } => cleanup::run(&roots, &name),
+        Cmd::Status { name, json } => {
+            let list = match name {
+                Some(n) => vec![status::one(&roots, &n)],
+                None => status::names(&roots).iter().map(|n| status::one(&roots, n)).collect(),
+            };
+            status::print(&list, json)
+        }
+        Cmd::List { json } => {
+            let list: Vec<_> = status::names(&roots).iter().map(|n| status::one(&roots, n)).collect();
+            status::print(&list, json)
+        }
+        Cmd::CheckConfig { file } => config::load_file(&file).map_err(Into::into).and_then(|v| {
+            let out = serde_json::json!({
+                "ok": true,
+                "name": v.config.name,
+                "network": v.net,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The QEMU command line for a VM. Pure: rendered from the validated config,
+//! the VM's paths and the image, and compared with expected files in tests.
+
+use std::path::PathBuf;
+
+use crate::config::{Accel, ResolvedNet, Validated};
+use crate::paths::VmPaths;
+
+/// What the VM boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// A Nanos disk image built by ops.
+    Disk(PathBuf),
+    /// Linux stand-in: direct kernel boot with a combined initramfs.
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+}
+
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+pub fn argv(v: &Validated, paths: &VmPaths, boot: &Boot) -> Vec<String> {
+    let c = &v.config;
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[&c.qemu]);
+    push(&["-name", &format!("mcp-{},debug-threads=on", c.name)]);
+    let (accel, cpu) = match c.accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg", "max"),
+    };
+    push(&["-machine", "q35"]);
+    push(&["-accel", accel, "-cpu", cpu]);
+    push(&["-m", &c.memory_mib.to_string(), "-smp", &c.vcpus.to_string()]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&["-serial", "stdio"]);
+    match boot {
+        Boot::Disk(img) => {
+            push(&[
+                "-drive",
+                &format!("file={},format=raw,if=none,id=hd0", img.display()),
+                "-device",
+                "virtio-blk-pci,drive=hd0",
+            ]);
+        }
+        Boot::Direct {
+            kernel,
+            initrd,
+            append,
+        } => {
+            let mut cmdline = String::from("console=ttyS0 panic=-1");
+            if !append.is_empty() {
+                cmdline.push(' ');
+                cmdline.push_str(append);
+            }
+            push(&[
+                "-kernel",
+                &kernel.display().to_string(),
+                "-initrd",
+                &initrd.display().to_string(),
+                "-append",
+                &cmdline,
+            ]);
+        }
+    }
+    match &v.net {
+        ResolvedNet::Bridge(b) => push(&[
+            "-netdev",
+            &format!("tap,id=n0,ifname={},script=no,downscript=no", b.tap),
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,mac={}", b.mac),
+        ]),
+        ResolvedNet::User { ports } => {
+            let mut nd = String::from("user,id=n0,restrict=off");
+            for p in ports {
+                nd.push_str(&format!(
+                    ",hostfwd={}:{}:{}-:{}",
+                    p.protocol, p.host_address, p.host, p.guest
+                ));
+            }
+            push(&["-netdev", &nd, "-device", "virtio-net-pci,netdev=n0"]);
+        }
+    }
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", paths.qmp_socket().display()),
+        "-pidfile",
+        &paths.pidfile().display().to_string(),
+        "-sandbox",
+        SANDBOX,
+    ]);
+    a
+}

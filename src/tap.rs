@@ -1,0 +1,190 @@
+//! TAP devices: created persistent and owned by the QEMU user through the
+//! TUNSETIFF/TUNSETOWNER/TUNSETGROUP/TUNSETPERSIST ioctls, then attached to the
+//! bridge as an isolated port with iproute2 (one `ip -batch` process).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("bridge {0:?} does not exist (the NixOS module creates it; create it with `ip link add {0} type bridge` elsewhere)")]
+    NoBridge(String),
+    #[error("interface {0:?} exists but is not a bridge")]
+    NotABridge(String),
+    #[error("interface {0:?} exists and is not a TAP device; refusing to touch it")]
+    NotATap(String),
+    #[error("TAP {name:?} is busy (attached by another process): {source}")]
+    Busy { name: String, source: io::Error },
+    #[error("TAP {name:?}: {op}: {source}")]
+    Ioctl {
+        name: String,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("attaching TAP {tap:?} to bridge {bridge:?}: {detail}")]
+    Attach {
+        tap: String,
+        bridge: String,
+        detail: String,
+    },
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+const TUNSETGROUP: libc::c_ulong = 0x4004_54ce;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+pub fn iface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+pub fn is_tap(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).join("tun_flags").exists()
+}
+
+pub fn check_bridge(bridge: &str) -> Result<(), NetError> {
+    if !iface_exists(bridge) {
+        return Err(NetError::NoBridge(bridge.into()));
+    }
+    if !Path::new("/sys/class/net").join(bridge).join("bridge").exists() {
+        return Err(NetError::NotABridge(bridge.into()));
+    }
+    Ok(())
+}
+
+fn tun_fd(name: &str) -> Result<(fs::File, IfReq), NetError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|source| NetError::Ioctl {
+            name: name.into(),
+            op: "open /dev/net/tun",
+            source,
+        })?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TAP | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: valid fd and a properly sized ifreq.
+    if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EBUSY) {
+            return Err(NetError::Busy {
+                name: name.into(),
+                source,
+            });
+        }
+        return Err(NetError::Ioctl {
+            name: name.into(),
+            op: "TUNSETIFF",
+            source,
+        });
+    }
+    Ok((f, req))
+}
+
+fn ioctl_int(f: &fs::File, name: &str, op: &'static str, req: libc::c_ulong, v: libc::c_ulong) -> Result<(), NetError> {
+    // SAFETY: these tun ioctls take an integer argument.
+    if unsafe { libc::ioctl(f.as_raw_fd(), req, v) } < 0 {
+        return Err(NetError::Ioctl {
+            name: name.into(),
+            op,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// What `ensure` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TapOutcome {
+    Created,
+    /// A TAP of that name was left behind (e.g. after kill -9 of QEMU); it was
+    /// taken over and its owner reset.
+    Reused,
+}
+
+/// Create (or take over) the persistent TAP `name`, owned by uid/gid.
+pub fn ensure(name: &str, uid: u32, gid: u32) -> Result<TapOutcome, NetError> {
+    let outcome = if iface_exists(name) {
+        if !is_tap(name) {
+            return Err(NetError::NotATap(name.into()));
+        }
+        TapOutcome::Reused
+    } else {
+        TapOutcome::Created
+    };
+    let (f, _) = tun_fd(name)?;
+    let set = (|| {
+        ioctl_int(&f, name, "TUNSETOWNER", TUNSETOWNER, uid as libc::c_ulong)?;
+        ioctl_int(&f, name, "TUNSETGROUP", TUNSETGROUP, gid as libc::c_ulong)?;
+        ioctl_int(&f, name, "TUNSETPERSIST", TUNSETPERSIST, 1)
+    })();
+    if let Err(e) = set {
+        if outcome == TapOutcome::Created {
+            // Closing a non-persistent TAP removes it: no half-made device.
+            drop(f);
+        }
+        return Err(e);
+    }
+    Ok(outcome)
+}
+
+/// Attach as an isolated bridge port and bring it up.
+pub fn attach(tap: &str, bridge: &str) -> Result<(), NetError> {
+    let script = format!(
+        "link set dev {tap} master {bridge}\nlink set dev {tap} type bridge_slave isolated on\nlink set dev {tap} up\n"
+    );
+    let err = |detail: String| NetError::Attach {
+        tap: tap.into(),
+        bridge: bridge.into(),
+        detail,
+    };
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("cannot run `ip` (iproute2): {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(())
+}
+
+/// Remove a TAP if it exists (and is a TAP). Returns whether one was removed.
+pub fn remove(name: &str) -> Result<bool, NetError> {
+    if !iface_exists(name) {
+        return Ok(false);
+    }
+    if !is_tap(name) {
+        return Err(NetError::NotATap(name.into()));
+    }
+    let (f, _) = tun_fd(name)?;
+    ioctl_int(&f, name, "TUNSETPERSIST(0)", TUNSETPERSIST, 0)?;
+    drop(f);
+    Ok(true)
+}
