@@ -5,9 +5,9 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -277,7 +277,11 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), Buil
     let program = c.program.as_ref().expect("validated: program set without direct_boot");
     let home = paths.ops_home();
     let dot_ops = home.join(".ops");
-    fs::create_dir_all(&dot_ops).map_err(io_err("creating", &dot_ops))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dot_ops)
+        .map_err(io_err("creating", &dot_ops))?;
     if c.nanos_dir.is_some() {
         // With a local kernel, ops still reads latest.txt when it cannot reach
         // the network; point it at our local version name.
@@ -287,9 +291,17 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), Buil
     let images = dot_ops.join("images");
     let produced = images.join(opsconfig::IMAGE_NAME);
     let _ = fs::remove_file(&produced);
+    // The config holds the program's env (maybe secrets): owner-only.
     let cfg_path = paths.state.join("ops-config.json");
     let cfg = serde_json::to_vec_pretty(&opsconfig::render(v)).expect("JSON value");
-    fs::write(&cfg_path, cfg).map_err(io_err("writing", &cfg_path))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&cfg_path)
+        .and_then(|mut f| f.write_all(&cfg))
+        .map_err(io_err("writing", &cfg_path))?;
 
     let t0 = Instant::now();
     let output = Command::new(&c.ops)
@@ -306,11 +318,11 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), Buil
             ops: c.ops.clone(),
             source,
         })?;
-    let text = format!(
+    let text = strip_ansi(&format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    ));
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         tracing::debug!(target: "ops", "{line}");
     }
@@ -357,4 +369,35 @@ fn build_standin_initrd(v: &Validated, paths: &VmPaths, base: &Path, out: &Path)
     let bytes = w.finish().map_err(wr)?;
     fs::write(&dest, bytes).map_err(io_err("writing", &dest))?;
     Ok(())
+}
+
+/// ops colours its output even when it is not a terminal; the journal wants
+/// plain text.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colour_codes() {
+        assert_eq!(
+            super::strip_ansi("\x1b[1;33mversion lookup failed\x1b[0m ok"),
+            "version lookup failed ok"
+        );
+    }
 }

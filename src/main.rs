@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use mcp_unikernel::commands::{cleanup, start, status, stop};
+use mcp_unikernel::commands::{build, cleanup, start, status, stop};
 use mcp_unikernel::config;
 use mcp_unikernel::paths::Roots;
 
@@ -39,6 +39,9 @@ enum Cmd {
     /// Validate, stage volumes, build the image if its inputs changed, create
     /// the TAP, then exec QEMU (as the configured QEMU user) in this process.
     Start { name: String },
+    /// Stage volumes and build the image if any input changed (as `start`
+    /// does), without creating a TAP or starting QEMU.
+    Build { name: String },
     /// Power the guest down over QMP; `quit` after the stop timeout; SIGKILL
     /// (through a pidfd) as the last resort. Prints which one ended it.
     Stop { name: String },
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<()> = match cli.command {
         Cmd::Start { name } => start::run(&roots, &name).map(|never| match never {}),
+        Cmd::Build { name } => build::run(&roots, &name).map(|_| ()),
         Cmd::Stop { name } => stop::run(&roots, &name).map(|_| ()),
         Cmd::Cleanup { name } => cleanup::run(&roots, &name),
         Cmd::Status { name, json } => {

@@ -1,3 +1,4 @@
+pub mod build;
 pub mod cleanup;
 pub mod start;
 pub mod status;

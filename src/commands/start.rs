@@ -20,7 +20,7 @@ use crate::procinfo;
 use crate::qemu;
 use crate::tap;
 
-fn ensure_dir(p: &Path, mode: u32) -> Result<()> {
+pub(crate) fn ensure_dir(p: &Path, mode: u32) -> Result<()> {
     if !p.exists() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -43,6 +43,7 @@ fn chown(p: &Path, who: &privs::RunAs) -> Result<()> {
 pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
     // Everything that can be checked without side effects comes first.
     let v = config::load_by_name(&roots.config_dir, name)?;
+    config::check_conflicts(&roots.config_dir, &v)?;
     let paths = VmPaths::new(roots, name);
     let who = privs::resolve(&v.config.qemu_user, &v.config.qemu_group)?;
     if let ResolvedNet::Bridge(b) = &v.net {

@@ -1,0 +1,173 @@
+//! Bad input: every bad config makes `start` (and `check-config`) exit
+//! non-zero with one line naming the field and the value, and leaves no TAP,
+//! dir or file behind. Runs inside a namespace with the bridge present, so a
+//! TAP would be created if validation let the config through.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::netns::NetNs;
+use common::vm::{self, Sandbox};
+use serde_json::{json, Value};
+
+struct Case {
+    what: &'static str,
+    /// The name passed to `start` (usually the config's own name).
+    name: &'static str,
+    edit: fn(&mut Value, &Path),
+    field: &'static str,
+    value: &'static str,
+}
+
+fn good(dir: &Path) -> Value {
+    json!({
+        "schema_version": 1,
+        "name": "web",
+        "program": "/bin/true",
+        "network": { "ip": "10.99.0.2" },
+        "volumes": [ { "source": dir.join("vol"), "target": "/srv/www" } ],
+        "accel": "tcg"
+    })
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case { what: "malformed IP", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.300".into(), field: "network.ip", value: "10.99.0.300" },
+        Case { what: "IP equal to the gateway", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.1".into(), field: "network.ip", value: "10.99.0.1" },
+        Case { what: "IP outside the subnet", name: "web", edit: |c, _| c["network"]["ip"] = "10.98.0.2".into(), field: "network.ip", value: "10.98.0.2" },
+        Case { what: "network address", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.0".into(), field: "network.ip", value: "10.99.0.0" },
+        Case { what: "broadcast address", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.255".into(), field: "network.ip", value: "10.99.0.255" },
+        Case { what: "duplicate IP with another config", name: "web", edit: |_, d| {
+            let mut other = good(d);
+            other["name"] = "other".into();
+            fs::write(d.join("etc/other.json"), other.to_string()).unwrap();
+        }, field: "network.ip", value: "10.99.0.2" },
+        Case { what: "missing program", name: "web", edit: |c, _| { c.as_object_mut().unwrap().remove("program"); }, field: "program", value: "null" },
+        Case { what: "program not an ELF", name: "web", edit: |c, d| {
+            fs::write(d.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
+            c["program"] = d.join("script.sh").display().to_string().into();
+        }, field: "program", value: "script.sh" },
+        Case { what: "program does not exist", name: "web", edit: |c, _| c["program"] = "/nonexistent/server".into(), field: "program", value: "/nonexistent/server" },
+        Case { what: "relative program", name: "web", edit: |c, _| c["program"] = "bin/server".into(), field: "program", value: "bin/server" },
+        Case { what: "relative volume target", name: "web", edit: |c, _| c["volumes"][0]["target"] = "srv/www".into(), field: "volumes[0].target", value: "srv/www" },
+        Case { what: "`..` in volume target", name: "web", edit: |c, _| c["volumes"][0]["target"] = "/srv/../etc".into(), field: "volumes[0].target", value: "/srv/../etc" },
+        Case { what: "missing volume source", name: "web", edit: |c, _| c["volumes"][0]["source"] = "/nonexistent/vol".into(), field: "volumes[0].source", value: "/nonexistent/vol" },
+        Case { what: "volume source is a file", name: "web", edit: |c, _| c["volumes"][0]["source"] = "/bin/true".into(), field: "volumes[0].source", value: "/bin/true" },
+        Case { what: "name with /", name: "web", edit: |c, _| c["name"] = "we/b".into(), field: "name", value: "we/b" },
+        Case { what: "name argument with /", name: "a/b", edit: |_, _| {}, field: "name (argument)", value: "a/b" },
+        Case { what: "name too long", name: "web", edit: |c, _| c["name"] = "x".repeat(65).into(), field: "name", value: "xxxxxxxxxxxxxxxx" },
+        Case { what: "name does not match the file", name: "web", edit: |c, _| c["name"] = "api".into(), field: "name", value: "api" },
+        Case { what: "zero memory", name: "web", edit: |c, _| c["memory_mib"] = 0.into(), field: "memory_mib", value: "0" },
+        Case { what: "zero vcpus", name: "web", edit: |c, _| c["vcpus"] = 0.into(), field: "vcpus", value: "0" },
+        Case { what: "unknown field", name: "web", edit: |c, _| c["memroy_mib"] = 64.into(), field: "memroy_mib", value: "memroy_mib" },
+        Case { what: "unknown nested field", name: "web", edit: |c, _| c["network"]["adress"] = "x".into(), field: "network", value: "adress" },
+        Case { what: "wrong type", name: "web", edit: |c, _| c["vcpus"] = "two".into(), field: "vcpus", value: "two" },
+        Case { what: "unknown accel", name: "web", edit: |c, _| c["accel"] = "hvf".into(), field: "accel", value: "hvf" },
+        Case { what: "unknown network mode", name: "web", edit: |c, _| c["network"]["mode"] = "macvtap".into(), field: "network.mode", value: "macvtap" },
+        Case { what: "multicast MAC", name: "web", edit: |c, _| c["network"]["mac"] = "01:00:5e:00:00:01".into(), field: "network.mac", value: "01:00:5e:00:00:01" },
+        Case { what: "TAP name too long", name: "web", edit: |c, _| c["network"]["tap"] = "tap-name-too-long".into(), field: "network.tap", value: "tap-name-too-long" },
+        Case { what: "bridge-only IP in user mode", name: "web", edit: |c, _| c["network"]["mode"] = "user".into(), field: "network.ip", value: "10.99.0.2" },
+        Case { what: "port forwards in bridge mode", name: "web", edit: |c, _| c["network"]["ports"] = json!([{"host": 8080, "guest": 80}]), field: "network.ports", value: "1 forward" },
+        Case { what: "bad env name", name: "web", edit: |c, _| c["env"] = json!({"BAD-NAME": "1"}), field: "env.BAD-NAME", value: "BAD-NAME" },
+        Case { what: "future schema version", name: "web", edit: |c, _| c["schema_version"] = 2.into(), field: "schema_version", value: "2" },
+        Case { what: "ops_extra overrides Dirs", name: "web", edit: |c, _| c["ops_extra"] = json!({"Dirs": ["/etc"]}), field: "ops_extra.Dirs", value: "/etc" },
+        Case { what: "nanos_dir without kernel.img", name: "web", edit: |c, d| c["nanos_dir"] = d.join("vol").display().to_string().into(), field: "nanos_dir", value: "vol" },
+    ]
+}
+
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        out.push(e);
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            v.push(p.display().to_string());
+            if p.is_dir() {
+                v.extend(walk(&p));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn bad_configs_fail_cleanly_naming_field_and_value() {
+    if !common::netns::require_root_or_skip("bad_configs_fail_cleanly_naming_field_and_value") {
+        return;
+    }
+    let ns = vm::bridge_ns("badcfg");
+    let links_before = vm::links(&ns);
+    let cases = cases();
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let sb = Sandbox::new("badcfg");
+        fs::create_dir_all(sb.root.join("vol")).unwrap();
+        fs::write(sb.root.join("vol/index.html"), "hi").unwrap();
+        let mut cfg = good(&sb.root);
+        (case.edit)(&mut cfg, &sb.root);
+        let file = sb.write_config("web", &cfg);
+        let before = snapshot(&sb.root);
+
+        let out = sb.run(Some(&ns), &["start", case.name]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut problems = Vec::new();
+        if out.status.success() {
+            problems.push("start exited 0".to_owned());
+        }
+        if lines.len() != 1 {
+            problems.push(format!("{} stderr lines", lines.len()));
+        }
+        if !(stderr.contains(&format!("`{}`", case.field)) || stderr.contains(case.field)) {
+            problems.push(format!("field {:?} not named", case.field));
+        }
+        if !stderr.contains(case.value) {
+            problems.push(format!("value {:?} not named", case.value));
+        }
+        if snapshot(&sb.root) != before {
+            problems.push("files or dirs were created".into());
+        }
+        if vm::links(&ns) != links_before {
+            problems.push("a network interface was created".into());
+        }
+        // check-config on the same file agrees (except the name-argument case).
+        if case.name == "web" && case.what != "duplicate IP with another config" {
+            let cc = sb.run(None, &["check-config", file.to_str().unwrap()]);
+            if cc.status.success() && case.what != "name does not match the file" {
+                problems.push("check-config accepted it".into());
+            }
+        }
+        println!("{:<36} -> {}", case.what, lines.first().unwrap_or(&""));
+        if !problems.is_empty() {
+            failures.push(format!("{}: {} (stderr: {stderr})", case.what, problems.join(", ")));
+        }
+    }
+    assert!(failures.is_empty(), "bad configs mishandled:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn good_config_passes_check_config_with_derived_values() {
+    let sb = Sandbox::new("goodcfg");
+    fs::create_dir_all(sb.root.join("vol")).unwrap();
+    let file = sb.write_config("web", &good(&sb.root));
+    let out = sb.run(None, &["check-config", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["network"]["tap"], "mcp-web");
+    assert_eq!(v["network"]["netmask"], "255.255.255.0");
+    let mac = v["network"]["mac"].as_str().unwrap();
+    assert!(mac.starts_with("02:") && mac.len() == 17, "{mac}");
+    // check-config touched nothing.
+    assert!(!sb.state_dir.exists() && !sb.runtime_dir.exists());
+}

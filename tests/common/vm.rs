@@ -1,0 +1,290 @@
+//! Test support for driving the real helper binary: per-test config/state/
+//! runtime dirs, configs, the Linux stand-in guest's artifacts, a namespace
+//! with the bridge, and HTTP probes from inside that namespace.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::netns::NetNs;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-unikernel");
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A private config/state/runtime tree under target/, removed on drop.
+pub struct Sandbox {
+    pub root: PathBuf,
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Sandbox {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let root = Path::new(ROOT)
+            .join("target/test-sandbox")
+            .join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("etc")).unwrap();
+        Sandbox {
+            config_dir: root.join("etc"),
+            state_dir: root.join("state"),
+            runtime_dir: root.join("run"),
+            root,
+        }
+    }
+
+    pub fn write_config(&self, name: &str, json: &serde_json::Value) -> PathBuf {
+        let p = self.config_dir.join(format!("{name}.json"));
+        fs::write(&p, serde_json::to_vec_pretty(json).unwrap()).unwrap();
+        p
+    }
+
+    /// `mcp-unikernel --config-dir .. --state-dir .. --runtime-dir .. ARGS`,
+    /// inside `ns` when given.
+    pub fn cmd(&self, ns: Option<&NetNs>, args: &[&str]) -> Command {
+        let mut c = match ns {
+            Some(ns) => ns.cmd(BIN),
+            None => Command::new(BIN),
+        };
+        c.arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--runtime-dir")
+            .arg(&self.runtime_dir)
+            .args(args)
+            .env_remove("MCP_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, ns: Option<&NetNs>, args: &[&str]) -> Output {
+        self.cmd(ns, args).output().expect("run mcp-unikernel")
+    }
+
+    pub fn status_json(&self, ns: Option<&NetNs>, name: &str) -> serde_json::Value {
+        let out = self.run(ns, &["status", name, "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0].clone()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A namespace with the bridge `mcp-br0` at 10.99.0.1/24, as the NixOS module
+/// sets it up on a host.
+pub fn bridge_ns(prefix: &str) -> NetNs {
+    let ns = NetNs::new(prefix);
+    ns.run(&["ip", "link", "add", "mcp-br0", "type", "bridge"]);
+    ns.run(&["ip", "addr", "add", "10.99.0.1/24", "dev", "mcp-br0"]);
+    ns.run(&["ip", "link", "set", "mcp-br0", "up"]);
+    ns
+}
+
+pub fn links(ns: &NetNs) -> String {
+    ns.run(&["ip", "-o", "link", "show"])
+}
+
+/// One HTTP GET from inside the namespace (curl, 2 s limit).
+pub fn http_get(ns: &NetNs, url: &str) -> Option<String> {
+    let out = ns
+        .cmd("curl")
+        .args(["-sf", "--max-time", "2", url])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Poll until a GET returns `want` (or until `limit`); returns the time taken.
+pub fn wait_http(ns: &NetNs, url: &str, want: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if http_get(ns, url).as_deref() == Some(want) {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+pub fn accel() -> String {
+    std::env::var("MCP_TEST_ACCEL").unwrap_or_else(|_| "tcg".into())
+}
+
+/// The QEMU user the tests run VMs as (created by .ci/run), when it exists.
+pub fn qemu_user() -> Option<String> {
+    let user = std::env::var("MCP_TEST_QEMU_USER").unwrap_or_else(|_| "mcp-qemu".into());
+    let out = Command::new("id").arg("-u").arg(&user).output().ok()?;
+    out.status.success().then_some(user)
+}
+
+/// Artifacts of the Linux stand-in for Nanos (no Nanos kernel exists in CI).
+pub struct StandinGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub file_server: PathBuf,
+}
+
+static GUEST_BUILD: Mutex<()> = Mutex::new(());
+
+pub fn file_server() -> Result<PathBuf, String> {
+    let p = std::env::var_os("MCP_FILE_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(ROOT).join("target/x86_64-unknown-linux-gnu/release/file-server")
+        });
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "static example server {} missing (build it with tests/run or `make -C examples`)",
+            p.display()
+        ))
+    }
+}
+
+/// Kernel, base initramfs (built once per test binary by
+/// tests/guest/build-initramfs.sh) and the static example server.
+pub fn standin_guest() -> Result<StandinGuest, String> {
+    let _g = GUEST_BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let kernel = match std::env::var_os("MCP_TEST_KERNEL") {
+        Some(k) => PathBuf::from(k),
+        None => {
+            let mut ks: Vec<PathBuf> = fs::read_dir("/boot")
+                .map_err(|e| format!("/boot: {e}"))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-") && n.to_string_lossy().ends_with("-cloud-amd64"))
+                })
+                .collect();
+            ks.sort();
+            ks.pop().ok_or("no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)")?
+        }
+    };
+    let version = kernel
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    let initrd = Path::new(ROOT).join(format!("target/test-guest/base-initramfs-{version}.cpio.gz"));
+    if !initrd.is_file() {
+        fs::create_dir_all(initrd.parent().unwrap()).unwrap();
+        let out = Command::new("bash")
+            .arg(Path::new(ROOT).join("tests/guest/build-initramfs.sh"))
+            .arg(&initrd)
+            .arg(&version)
+            .output()
+            .map_err(|e| format!("build-initramfs.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "build-initramfs.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(StandinGuest {
+        kernel,
+        initrd,
+        file_server: file_server()?,
+    })
+}
+
+/// The guest a VM test boots: a Nanos image built by real `ops` (with
+/// MCP_NANOS_DIR), or the Linux stand-in for Nanos (direct kernel boot).
+pub enum Guest {
+    Standin(StandinGuest),
+    Nanos {
+        dir: PathBuf,
+        ops: String,
+        file_server: PathBuf,
+    },
+}
+
+impl Guest {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Guest::Standin(_) => "Linux stand-in for Nanos",
+            Guest::Nanos { .. } => "Nanos",
+        }
+    }
+
+    /// A bridge-mode config running the example server on `volume/index.html`.
+    pub fn config(&self, name: &str, ip: &str, volume: &Path) -> serde_json::Value {
+        let mut cfg = serde_json::json!({
+            "schema_version": 1,
+            "name": name,
+            "args": ["--listen", "0.0.0.0:8080", "--file", "/srv/www/index.html"],
+            "memory_mib": 128,
+            "accel": accel(),
+            "network": { "ip": ip },
+            "volumes": [ { "source": volume, "target": "/srv/www" } ],
+            "stop_timeout_secs": 20
+        });
+        match self {
+            Guest::Standin(g) => {
+                cfg["program"] = serde_json::json!(g.file_server);
+                cfg["direct_boot"] =
+                    serde_json::json!({ "kernel": g.kernel, "initrd": g.initrd, "append": "quiet" });
+            }
+            Guest::Nanos { dir, ops, file_server } => {
+                cfg["program"] = serde_json::json!(file_server);
+                cfg["nanos_dir"] = serde_json::json!(dir);
+                cfg["ops"] = serde_json::json!(ops);
+            }
+        }
+        if let Some(u) = qemu_user() {
+            cfg["qemu_user"] = u.clone().into();
+            cfg["qemu_group"] = u.into();
+        }
+        cfg
+    }
+}
+
+/// `ops` for tests: MCP_TEST_OPS (set by tests/run), else `ops` on PATH.
+pub fn ops() -> Result<String, String> {
+    let ops = std::env::var("MCP_TEST_OPS").unwrap_or_else(|_| "ops".into());
+    let found = Command::new(&ops).arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    match found {
+        Ok(_) => Ok(ops),
+        Err(e) => Err(format!("ops not runnable ({ops}: {e}); .ci/run installs it")),
+    }
+}
+
+/// A Nanos guest when MCP_NANOS_DIR names a dir with kernel.img and boot.img.
+pub fn nanos_guest() -> Result<Guest, String> {
+    let dir = std::env::var_os("MCP_NANOS_DIR").ok_or("no MCP_NANOS_DIR")?;
+    let dir = PathBuf::from(dir);
+    for f in ["kernel.img", "boot.img"] {
+        if !dir.join(f).is_file() {
+            return Err(format!("MCP_NANOS_DIR={} has no {f}", dir.display()));
+        }
+    }
+    Ok(Guest::Nanos {
+        dir,
+        ops: ops()?,
+        file_server: file_server()?,
+    })
+}
+
+/// Fields of /proc/PID/status.
+pub fn proc_status(pid: i32, key: &str) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
+}
