@@ -8,7 +8,6 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::netns::NetNs;
 use common::vm::{self, Sandbox};
 use serde_json::{json, Value};
 

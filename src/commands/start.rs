@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
@@ -41,6 +41,7 @@ fn chown(p: &Path, who: &privs::RunAs) -> Result<()> {
 }
 
 pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
+    let t0 = Instant::now();
     // Everything that can be checked without side effects comes first.
     let v = config::load_by_name(&roots.config_dir, name)?;
     config::check_conflicts(&roots.config_dir, &v)?;
@@ -129,6 +130,7 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
         pid = me,
         user = %who.user,
         rebuilt = img.rebuilt,
+        prep_us = t0.elapsed().as_micros() as u64,
         "exec {}",
         argv.join(" ")
     );

@@ -150,7 +150,7 @@ pub fn file_server() -> Result<PathBuf, String> {
         Ok(p)
     } else {
         Err(format!(
-            "static example server {} missing (build it with tests/run or `make -C examples`)",
+            "static example server {} missing (tests/run builds it; or see examples/README.md)",
             p.display()
         ))
     }
