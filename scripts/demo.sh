@@ -43,6 +43,7 @@ bin=$PWD/target/release/mcp-unikernel
 server=$PWD/target/x86_64-unknown-linux-gnu/release/file-server
 
 work=$(mktemp -d /tmp/mcp-demo.XXXXXX)
+chmod 711 "$work"   # QEMU runs as mcp-qemu and must reach its runtime dir and image
 ns=mcp-demo-$$
 pid=
 cleanup() {

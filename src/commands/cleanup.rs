@@ -22,7 +22,7 @@ pub fn run(roots: &Roots, name: &str) -> Result<()> {
             bail!("VM {name} is still running as PID {pid}; stop it first")
         }
         PidState::Stale { pid, reason } => {
-            tracing::info!(?pid, %reason, "removing stale pidfile (no process signalled)");
+            tracing::info!(?pid, %reason, "pidfile names no live QEMU of this VM; removing it (no process signalled)");
         }
         PidState::NotRunning => {}
     }
