@@ -73,7 +73,9 @@ pub fn argv(v: &Validated, paths: &VmPaths, boot: &Boot) -> Vec<String> {
             &format!("virtio-net-pci,netdev=n0,mac={}", b.mac),
         ]),
         ResolvedNet::User { ports } => {
-            let mut nd = String::from("user,id=n0,restrict=off");
+            // restrict=on: the guest reaches nothing (no NAT to the host or beyond);
+            // the port forwards into it still work.
+            let mut nd = String::from("user,id=n0,restrict=on");
             for p in ports {
                 nd.push_str(&format!(
                     ",hostfwd={}:{}:{}-:{}",

@@ -215,3 +215,36 @@ fn missing_bridge_is_a_clear_error_with_no_side_effects() {
     assert_eq!(vm::links(&bare), before);
     assert!(!sb.state_dir.exists(), "state created despite the error");
 }
+
+#[test]
+fn user_mode_port_forward_reaches_the_guest() {
+    let test = "user_mode_port_forward_reaches_the_guest";
+    let Some((sb, _bridge_ns, guest)) = setup(test, false) else { return };
+    // No bridge, no TAP: QEMU's user-mode network with one port forward, in a
+    // namespace of its own so the forward listens on that namespace's loopback.
+    let ns = NetNs::new("usernet");
+    let vol = sb.root.join("www");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("index.html"), "via hostfwd\n").unwrap();
+    let mut cfg = guest.config("fwd", "10.99.0.2", &vol);
+    cfg["network"] = serde_json::json!({
+        "mode": "user",
+        "ports": [ { "host": 18080, "guest": 8080 } ]
+    });
+    sb.write_config("fwd", &cfg);
+    let before = vm::links(&ns);
+    let mut r = spawn_start(&sb, &ns, "fwd");
+    assert!(
+        vm::wait_http(&ns, "http://127.0.0.1:18080/", "via hostfwd\n", BOOT_LIMIT).is_some(),
+        "no answer through the port forward; log:\n{}",
+        log_of(&r)
+    );
+    assert_eq!(vm::links(&ns), before, "user mode created an interface");
+    let st = sb.status_json(Some(&ns), "fwd");
+    assert_eq!(st["running"], true, "{st}");
+    assert!(st["tap"].is_null(), "{st}");
+    sb.run(Some(&ns), &["stop", "fwd"]);
+    wait_exit(&mut r.guard, Duration::from_secs(30)).expect("did not stop");
+    let out = sb.run(Some(&ns), &["cleanup", "fwd"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
