@@ -1,0 +1,84 @@
+# Evaluate checks/*.nix as far as a lib-only nixpkgs tree allows:
+# pkgs.testers.runNixOSTest is a STAND-IN that returns its argument
+# (stub-pkgs.nix), and every node (and specialisation) is evaluated with the
+# module, the stand-ins of standins.nix and the STAND-IN declarations below for
+# the other NixOS options the tests use (free-form, unchecked).
+{
+  nixpkgsLib,
+  moduleFile ? ../../nixos/module.nix,
+}:
+let
+  lib = import nixpkgsLib;
+  pkgs = import ./stub-pkgs.nix;
+  anything = lib.mkOption {
+    type = lib.types.anything;
+    default = { };
+  };
+  testOptions = {
+    config._module.freeformType = lib.types.attrsOf lib.types.anything; # virtualisation, boot, specialisation ...
+    options = {
+      systemd.tmpfiles = anything;
+      services.nginx = anything;
+      networking.firewall.enable = anything;
+      networking.firewall.allowedTCPPorts = anything;
+      # Kept as a module (like NixOS) so mkForce inside it still applies.
+      specialisation = lib.mkOption {
+        type = lib.types.attrsOf (
+          lib.types.submodule { options.configuration = lib.mkOption { type = lib.types.deferredModule; }; }
+        );
+        default = { };
+      };
+    };
+  };
+  tests = import ../../checks {
+    inherit pkgs;
+    module = moduleFile;
+    fileServer = pkgs.mcp-unikernel // {
+      outPath = "/nix/store/00000000000000000000000000000000-file-server";
+    };
+    nanosDir = "/nix/store/00000000000000000000000000000000-nanos-kernel";
+  };
+  evalNode =
+    modules:
+    let
+      c =
+        (lib.evalModules {
+          modules = [
+            ./standins.nix
+            testOptions
+            { _module.args.pkgs = pkgs; }
+          ] ++ modules;
+        }).config;
+    in
+    {
+      failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+      unikernels = builtins.attrNames (c.services.mcp.unikernels or { });
+      json = builtins.attrNames (lib.filterAttrs (n: _: lib.hasPrefix "mcp-unikernel/" n) c.environment.etc);
+      specialisations = builtins.attrNames (c.specialisation or { });
+      raw = c;
+    };
+in
+lib.mapAttrs (
+  _: t:
+  {
+    inherit (t) name testScript;
+    nodes = lib.concatMapAttrs (
+      node: m:
+      let
+        base = evalNode [ m ];
+      in
+      {
+        ${node} = removeAttrs base [ "raw" ];
+      }
+      // lib.mapAttrs' (
+        s: v:
+        lib.nameValuePair "${node}/specialisation/${s}" (
+          removeAttrs (evalNode [
+            m
+            v.configuration
+          ]) [ "raw" ]
+        )
+      ) (base.raw.specialisation or { })
+    ) t.nodes;
+  }
+) tests
