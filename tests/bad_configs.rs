@@ -170,3 +170,28 @@ fn good_config_passes_check_config_with_derived_values() {
     // check-config touched nothing.
     assert!(!sb.state_dir.exists() && !sb.runtime_dir.exists());
 }
+
+#[test]
+fn runtime_dir_too_deep_for_a_unix_socket_is_refused_before_anything() {
+    if !common::netns::require_root_or_skip("runtime_dir_too_deep_for_a_unix_socket_is_refused_before_anything") {
+        return;
+    }
+    let ns = vm::bridge_ns("deeprun");
+    let sb = Sandbox::new("deeprun");
+    fs::create_dir_all(sb.root.join("vol")).unwrap();
+    sb.write_config("web", &good(&sb.root));
+    let deep = sb.root.join("r".repeat(100));
+    let out = ns
+        .cmd(vm::BIN)
+        .args(["--config-dir", sb.config_dir.to_str().unwrap()])
+        .args(["--state-dir", sb.state_dir.to_str().unwrap()])
+        .args(["--runtime-dir", deep.to_str().unwrap()])
+        .args(["start", "web"])
+        .env("MCP_LOG", "off")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("too deep") && err.contains("107"), "{err}");
+    assert!(!deep.exists() && !sb.state_dir.exists(), "created dirs despite the error");
+}

@@ -50,6 +50,15 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
     if let ResolvedNet::Bridge(b) = &v.net {
         tap::check_bridge(&b.bridge)?;
     }
+    let sock = paths.qmp_socket();
+    if sock.as_os_str().len() >= 108 {
+        bail!(
+            "runtime dir {} is too deep: the QMP socket path {} has {} bytes, unix sockets allow 107",
+            roots.runtime_dir.display(),
+            sock.display(),
+            sock.as_os_str().len()
+        );
+    }
     let qemu_bin = image::resolve_command(&v.config.qemu)
         .with_context(|| format!("field `qemu` = {:?}: not found on PATH", v.config.qemu))?;
 

@@ -27,9 +27,10 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new(tag: &str) -> Sandbox {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let root = Path::new(ROOT)
-            .join("target/test-sandbox")
-            .join(format!("{tag}-{}-{n}", std::process::id()));
+        // Short and under /tmp: QMP socket paths must stay under 108 bytes,
+        // and the QEMU user must be able to reach its dirs.
+        let short: String = tag.chars().take(12).collect();
+        let root = std::env::temp_dir().join(format!("mcpt-{short}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("etc")).unwrap();
         Sandbox {
