@@ -129,21 +129,7 @@ fn disk_full_during_staging_is_a_clear_error_and_keeps_the_old_image() {
 }
 
 fn standin(test: &str) -> Option<(Sandbox, common::netns::NetNs, Guest)> {
-    if !netns::require_root_or_skip(test) {
-        return None;
-    }
-    let g = match vm::standin_guest() {
-        Ok(g) => g,
-        Err(e) => {
-            netns::skip(test, &e);
-            return None;
-        }
-    };
-    if vm::qemu_user().is_none() {
-        netns::skip(test, "no mcp-qemu user to run QEMU as (.ci/run creates it)");
-        return None;
-    }
-    Some((Sandbox::new(test), vm::bridge_ns("fault"), Guest::Standin(g)))
+    vm::vm_setup(test, false)
 }
 
 fn qemus_for(dir: &Path) -> Vec<i32> {

@@ -96,22 +96,26 @@ fn wrong_start_time_is_stale_even_when_cmdline_matches() {
     assert!(alive(pid));
 }
 
-#[test]
-fn validated_process_is_running_and_stop_ends_it_by_pidfd() {
-    let sb = Sandbox::new("pidok");
+/// A live process (our child) whose command line references the VM's runtime
+/// dir, as QEMU's does: `sh -c LOOP <runtime>/qmp.sock`.
+fn vm_like_process(sb: &Sandbox) -> (ChildGuard, std::path::PathBuf) {
     let run = sb.runtime_dir.join("web");
     fs::create_dir_all(&run).unwrap();
     let arg = format!("{}", run.join("qmp.sock").display());
-    // `sh -c 'exec sleep' ARG0`: after exec the cmdline is `sleep 300`, so use
-    // python-free sleep with the path as an extra (ignored) argument instead.
     let child = Command::new("sh")
         .args(["-c", "while :; do sleep 1; done", &arg])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = ChildGuard::new(child);
-    let pid = guard.id();
     std::thread::sleep(Duration::from_millis(50));
+    (ChildGuard::new(child), run)
+}
+
+#[test]
+fn validated_process_is_running_and_stop_ends_it_by_pidfd() {
+    let sb = Sandbox::new("pidok");
+    let (guard, _run) = vm_like_process(&sb);
+    let pid = guard.id();
     record(&sb, "web", pid, start_ticks(pid));
     let st = sb.status_json(None, "web");
     assert_eq!(st["running"], true, "{st}");
@@ -128,17 +132,8 @@ fn validated_process_is_running_and_stop_ends_it_by_pidfd() {
 #[test]
 fn pid_from_before_reboot_is_stale() {
     let sb = Sandbox::new("pidboot");
-    let run = sb.runtime_dir.join("web");
-    fs::create_dir_all(&run).unwrap();
-    let arg = format!("{}", run.join("qmp.sock").display());
-    let child = Command::new("sh")
-        .args(["-c", "while :; do sleep 1; done", &arg])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard::new(child);
+    let (guard, run) = vm_like_process(&sb);
     let pid = guard.id();
-    std::thread::sleep(Duration::from_millis(50));
     record(&sb, "web", pid, start_ticks(pid));
     let p = run.join("launch.json");
     let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();

@@ -13,7 +13,7 @@ use std::fs;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::netns::{self, ChildGuard, NetNs};
+use common::netns::{ChildGuard, NetNs};
 use common::vm::{self, Guest, Sandbox};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
@@ -42,28 +42,8 @@ fn log_of(r: &Running) -> String {
     fs::read_to_string(&r.log).unwrap_or_default()
 }
 
-/// Root, the guest, and a QEMU user; otherwise the test reports itself skipped.
 fn setup(test: &str, nanos: bool) -> Option<(Sandbox, NetNs, Guest)> {
-    if !netns::require_root_or_skip(test) {
-        return None;
-    }
-    let guest = if nanos {
-        vm::nanos_guest()
-    } else {
-        vm::standin_guest().map(Guest::Standin)
-    };
-    let guest = match guest {
-        Ok(g) => g,
-        Err(e) => {
-            netns::skip(test, &e);
-            return None;
-        }
-    };
-    if vm::qemu_user().is_none() {
-        netns::skip(test, "no mcp-qemu user to run QEMU as (.ci/run creates it)");
-        return None;
-    }
-    Some((Sandbox::new(test), vm::bridge_ns("life"), guest))
+    vm::vm_setup(test, nanos)
 }
 
 fn wait_exit(guard: &mut ChildGuard, limit: Duration) -> Option<std::process::ExitStatus> {

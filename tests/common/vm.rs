@@ -289,3 +289,29 @@ pub fn proc_status(pid: i32, key: &str) -> Option<String> {
     s.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
 }
+
+/// Root, the guest (Nanos when `nanos`, else the Linux stand-in) and a QEMU
+/// user, with a sandbox and a namespace holding the bridge; otherwise the
+/// test reports itself skipped (by name, with the reason) and gets None.
+pub fn vm_setup(test: &str, nanos: bool) -> Option<(Sandbox, NetNs, Guest)> {
+    if !super::netns::require_root_or_skip(test) {
+        return None;
+    }
+    let guest = if nanos {
+        nanos_guest()
+    } else {
+        standin_guest().map(Guest::Standin)
+    };
+    let guest = match guest {
+        Ok(g) => g,
+        Err(e) => {
+            super::netns::skip(test, &e);
+            return None;
+        }
+    };
+    if qemu_user().is_none() {
+        super::netns::skip(test, "no mcp-qemu user to run QEMU as (.ci/run creates it)");
+        return None;
+    }
+    Some((Sandbox::new(test), bridge_ns("vm"), guest))
+}
