@@ -277,12 +277,19 @@ pub fn load_file(path: &Path) -> Result<Validated, ConfigError> {
 }
 
 pub fn parse_and_validate(path: &Path, text: &str) -> Result<Validated, ConfigError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(ConfigError::Parse {
+            path: path.to_owned(),
+            field: "(top level)".into(),
+            message: "a config is a JSON object".into(),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_str(text);
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         ConfigError::Parse {
             path: path.to_owned(),
-            field: if field == "." { "(top level)".into() } else { field },
+            field: if field == "." || field == "?" { "(top level)".into() } else { field },
             message: e.inner().to_string(),
         }
     })?;
@@ -510,12 +517,16 @@ fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
     }
     match &config.ops_extra {
         serde_json::Value::Object(map) => {
-            for forbidden in ["Dirs", "Program", "Kernel", "Boot", "MapDirs", "Files"] {
-                if map.contains_key(forbidden) {
+            // ops reads JSON with Go's encoding/json, which matches keys
+            // case-insensitively: compare the same way.
+            const FORBIDDEN: [&str; 8] =
+                ["Dirs", "Program", "Kernel", "Boot", "MapDirs", "Files", "KlibDir", "NanosVersion"];
+            for (key, value) in map {
+                if FORBIDDEN.iter().any(|f| f.eq_ignore_ascii_case(key)) {
                     return Err(invalid(
                         p,
-                        &format!("ops_extra.{forbidden}"),
-                        &map[forbidden].to_string(),
+                        &format!("ops_extra.{key}"),
+                        &value.to_string(),
                         "is set by the helper and may not be overridden",
                     ));
                 }
@@ -818,6 +829,18 @@ mod tests {
                 }]
             }
         );
+    }
+
+    #[test]
+    fn ops_extra_overrides_are_refused_in_any_case_and_arrays_are_not_configs() {
+        let mut j = base();
+        j["ops_extra"] = serde_json::json!({"program": "/bin/evil"});
+        let e = parse(&j.to_string()).unwrap_err().to_string();
+        assert!(e.contains("ops_extra.program"), "{e}");
+        let e = parse(r#"[1,"web","/bin/true"]"#).unwrap_err().to_string();
+        assert!(e.contains("(top level)"), "{e}");
+        let e = parse(r#"{"schema_version":1,"name":"web""#).unwrap_err().to_string();
+        assert!(!e.contains("`?`"), "{e}");
     }
 
     #[test]
