@@ -80,12 +80,17 @@ impl Opts {
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
             let mut val = |what: &str| it.next().ok_or(format!("{what} needs a value"));
-            let num = |s: String, what: &str| s.parse::<usize>().map_err(|_| format!("{what}: not a number: {s}"));
+            let num = |s: String, what: &str| {
+                s.parse::<usize>()
+                    .map_err(|_| format!("{what}: not a number: {s}"))
+            };
             match a.as_str() {
                 "--bench" => {}
                 "--runs" => o.runs = num(val("--runs")?, "--runs")?.max(1),
                 "--vms" => o.vms = num(val("--vms")?, "--vms")?.clamp(1, 200),
-                "--density-runs" => o.density_runs = num(val("--density-runs")?, "--density-runs")?.max(1),
+                "--density-runs" => {
+                    o.density_runs = num(val("--density-runs")?, "--density-runs")?.max(1)
+                }
                 "--vm-mib" => o.vm_mib = num(val("--vm-mib")?, "--vm-mib")? as u64,
                 "--volume-mib" => o.volume_mib = num(val("--volume-mib")?, "--volume-mib")? as u64,
                 "--only" => o.only = Some(val("--only")?.split(',').map(str::to_owned).collect()),
@@ -103,7 +108,9 @@ impl Opts {
         Ok(o)
     }
     fn wants(&self, part: &str) -> bool {
-        self.only.as_ref().map_or(true, |l| l.iter().any(|p| p == part))
+        self.only
+            .as_ref()
+            .map_or(true, |l| l.iter().any(|p| p == part))
     }
 }
 
@@ -118,8 +125,14 @@ extern "C" fn on_signal(_: libc::c_int) {
 fn install_signal_handlers() {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 
@@ -201,7 +214,13 @@ fn max(v: &[f64]) -> f64 {
 }
 
 impl Row {
-    fn new(fig: &'static str, label: impl Into<String>, unit: Unit, vals: Vec<f64>, target: Option<Target>) -> Row {
+    fn new(
+        fig: &'static str,
+        label: impl Into<String>,
+        unit: Unit,
+        vals: Vec<f64>,
+        target: Option<Target>,
+    ) -> Row {
         Row {
             fig,
             label: label.into(),
@@ -216,7 +235,11 @@ impl Row {
         if self.vals.is_empty() {
             return None;
         }
-        let v = if t.on_max { max(&self.vals) } else { median(&self.vals) };
+        let v = if t.on_max {
+            max(&self.vals)
+        } else {
+            median(&self.vals)
+        };
         Some((v <= t.max + 1e-9, v))
     }
 }
@@ -233,7 +256,10 @@ fn exe_of(pid: u32) -> Option<PathBuf> {
 
 fn cmdline_of(pid: u32) -> Option<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut v: Vec<String> = raw.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    let mut v: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
     if v.last().is_some_and(|s| s.is_empty()) {
         v.pop();
     }
@@ -251,7 +277,9 @@ fn watch_exec(pid: u32, helper: &Path, limit: Duration) -> (Option<Instant>, Opt
                 if as_helper.is_none() && e == helper {
                     as_helper = Some(Instant::now());
                 }
-                if e.file_name().is_some_and(|n| n.to_string_lossy().starts_with("qemu-system")) {
+                if e.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("qemu-system"))
+                {
                     return (as_helper, Some(Instant::now()));
                 }
             }
@@ -274,7 +302,10 @@ fn wait_exit(g: &mut ChildGuard, limit: Duration) -> Option<(ExitStatus, Instant
 }
 
 fn run_ok(cmd: &mut Command) -> R<String> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed ({}): {}{}",
@@ -293,17 +324,21 @@ fn ip_ns(ns: &NetNs, args: &[&str]) -> R<String> {
 /// The last `key=<digits>` on a line containing `marker`.
 fn log_number(log: &str, marker: &str, key: &str) -> Option<f64> {
     let pat = format!("{key}=");
-    log.lines().filter(|l| l.contains(marker)).filter_map(|l| {
-        let i = l.rfind(&pat)? + pat.len();
-        let digits: String = l[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse::<f64>().ok()
-    }).last()
+    log.lines()
+        .filter(|l| l.contains(marker))
+        .filter_map(|l| {
+            let i = l.rfind(&pat)? + pat.len();
+            let digits: String = l[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<f64>().ok()
+        })
+        .last()
 }
 
 // ---------------------------------------------------------------- HTTP probe inside the namespace
 
 fn enter_netns(ns: &str) -> R<()> {
-    let f = fs::File::open(format!("/run/netns/{ns}")).map_err(|e| format!("/run/netns/{ns}: {e}"))?;
+    let f =
+        fs::File::open(format!("/run/netns/{ns}")).map_err(|e| format!("/run/netns/{ns}: {e}"))?;
     // SAFETY: a valid fd of a network namespace; affects this thread only.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(format!("setns({ns}): {}", std::io::Error::last_os_error()));
@@ -316,19 +351,35 @@ fn http_get_200(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip()).as_bytes())
-        .ok()?;
+    s.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            addr.ip()
+        )
+        .as_bytes(),
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status_ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     status_ok.then_some(body)
 }
 
 /// A thread in the namespace polling `ip:port` until a 200 (or limit/cancel).
 /// Returns the instant of the first 200 and its body.
-fn probe(ns: &str, ip: Ipv4Addr, port: u16, every: Duration, limit: Duration, cancel: Arc<AtomicBool>) -> JoinHandle<R<(Instant, String)>> {
+fn probe(
+    ns: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    every: Duration,
+    limit: Duration,
+    cancel: Arc<AtomicBool>,
+) -> JoinHandle<R<(Instant, String)>> {
     let ns = ns.to_owned();
     std::thread::spawn(move || {
         enter_netns(&ns)?;
@@ -348,16 +399,27 @@ fn probe(ns: &str, ip: Ipv4Addr, port: u16, every: Duration, limit: Duration, ca
 }
 
 /// Wait for a probe while watching that the VM process is alive.
-fn await_probe(h: JoinHandle<R<(Instant, String)>>, cancel: &Arc<AtomicBool>, vm: &mut ChildGuard, log: &Path) -> R<(Instant, String)> {
+fn await_probe(
+    h: JoinHandle<R<(Instant, String)>>,
+    cancel: &Arc<AtomicBool>,
+    vm: &mut ChildGuard,
+    log: &Path,
+) -> R<(Instant, String)> {
     while !h.is_finished() {
         if let Some(st) = vm.try_wait() {
             cancel.store(true, Ordering::SeqCst);
             let _ = h.join();
-            return Err(format!("VM process exited ({st}) before serving; log {}:\n{}", log.display(), tail(log, 30)));
+            return Err(format!(
+                "VM process exited ({st}) before serving; log {}:\n{}",
+                log.display(),
+                tail(log, 30)
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    h.join().map_err(|_| "probe thread panicked".to_string())?.map_err(|e| format!("{e}; log {}:\n{}", log.display(), tail(log, 30)))
+    h.join()
+        .map_err(|_| "probe thread panicked".to_string())?
+        .map_err(|e| format!("{e}; log {}:\n{}", log.display(), tail(log, 30)))
 }
 
 fn tail(p: &Path, n: usize) -> String {
@@ -370,16 +432,22 @@ fn tail(p: &Path, n: usize) -> String {
 
 fn qmp_cmd(sock: &Path, cmd: &str) -> R<()> {
     let s = UnixStream::connect(sock).map_err(|e| format!("QMP {}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     let mut w = s.try_clone().map_err(|e| e.to_string())?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| format!("QMP greeting: {e}"))?;
+    r.read_line(&mut line)
+        .map_err(|e| format!("QMP greeting: {e}"))?;
     for c in ["qmp_capabilities", cmd] {
-        w.write_all(format!("{{\"execute\":\"{c}\"}}\n").as_bytes()).map_err(|e| e.to_string())?;
+        w.write_all(format!("{{\"execute\":\"{c}\"}}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
         loop {
             line.clear();
-            if r.read_line(&mut line).map_err(|e| format!("QMP {c}: {e}"))? == 0 {
+            if r.read_line(&mut line)
+                .map_err(|e| format!("QMP {c}: {e}"))?
+                == 0
+            {
                 return Err(format!("QMP closed during {c}"));
             }
             if line.contains("\"return\"") {
@@ -407,27 +475,61 @@ fn meminfo_kib(key: &str) -> Option<f64> {
 }
 
 fn smaps_kib(pid: u32, key: &str) -> Option<f64> {
-    read(&format!("/proc/{pid}/smaps_rollup")).lines().find_map(|l| {
-        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
+    read(&format!("/proc/{pid}/smaps_rollup"))
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
 }
 
 fn header(guest: &Guest, accel: &str, opts: &Opts) -> String {
     let cpu = read("/proc/cpuinfo")
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches(|c: char| c == ':' || c.is_whitespace()).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|r| {
+                r.trim_start_matches(|c: char| c == ':' || c.is_whitespace())
+                    .to_owned()
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem = meminfo_kib("MemTotal").map(|k| format!("{:.1} GiB", k / 1048576.0)).unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = meminfo_kib("MemTotal")
+        .map(|k| format!("{:.1} GiB", k / 1048576.0))
+        .unwrap_or_default();
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
     let os = read("/etc/os-release")
         .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("PRETTY_NAME=")
+                .map(|v| v.trim_matches('"').to_owned())
+        })
         .unwrap_or_default();
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let qemu = Command::new("qemu-system-x86_64").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned()).unwrap_or_default();
-    let commit = Command::new("git").args(["-C", vm::ROOT, "rev-parse", "--short", "HEAD"]).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_else(|| "unknown".into());
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["-C", vm::ROOT, "rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
     let guest_detail = match guest {
         Guest::Standin(g) => format!(
             "Linux stand-in for Nanos (kernel {}, busybox initramfs, direct kernel boot; no MCP_NANOS_DIR)",
@@ -441,11 +543,21 @@ fn header(guest: &Guest, accel: &str, opts: &Opts) -> String {
         a => a.to_owned(),
     };
     let mut s = String::new();
-    let _ = writeln!(s, "### Lifecycle benchmark: {} guest, accel {accel}\n", guest.label());
+    let _ = writeln!(
+        s,
+        "### Lifecycle benchmark: {} guest, accel {accel}\n",
+        guest.label()
+    );
     let _ = writeln!(s, "- guest: {guest_detail}");
     let _ = writeln!(s, "- acceleration: {accel_detail}");
-    let _ = writeln!(s, "- machine: {cpu}, {cores} cores, {mem} RAM; {os}; Linux {kernel}");
-    let _ = writeln!(s, "- QEMU: {qemu}; helper: release build of commit {commit}");
+    let _ = writeln!(
+        s,
+        "- machine: {cpu}, {cores} cores, {mem} RAM; {os}; Linux {kernel}"
+    );
+    let _ = writeln!(
+        s,
+        "- QEMU: {qemu}; helper: release build of commit {commit}"
+    );
     let _ = writeln!(
         s,
         "- date: {date}; host CPU busy just before the run: {:.0} % (1 s sample of /proc/stat); load average {}",
@@ -465,7 +577,11 @@ fn header(guest: &Guest, accel: &str, opts: &Opts) -> String {
 fn cpu_busy_percent(d: Duration) -> f64 {
     let sample = || -> Option<(f64, f64)> {
         let line = read("/proc/stat").lines().next()?.to_owned();
-        let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let idle = v.get(3)? + v.get(4).unwrap_or(&0.0);
         Some((v.iter().sum(), idle))
     };
@@ -501,7 +617,15 @@ struct Started {
 }
 
 impl<'a> Vm<'a> {
-    fn new(sb: &'a Sandbox, ns: &'a NetNs, guest: &Guest, name: &str, ip: Ipv4Addr, vol: &Path, mib: u64) -> R<Vm<'a>> {
+    fn new(
+        sb: &'a Sandbox,
+        ns: &'a NetNs,
+        guest: &Guest,
+        name: &str,
+        ip: Ipv4Addr,
+        vol: &Path,
+        mib: u64,
+    ) -> R<Vm<'a>> {
         let mut cfg = guest.config(name, &ip.to_string(), vol);
         cfg["memory_mib"] = mib.into();
         if cfg["direct_boot"].is_object() {
@@ -515,9 +639,26 @@ impl<'a> Vm<'a> {
         // entry on the bridge takes ARP timing out of the measurement.
         let out = run_ok(Command::new(BIN).arg("check-config").arg(&path))?;
         let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-        let mac = v["network"]["mac"].as_str().ok_or("check-config printed no MAC")?.to_owned();
-        ip_ns(ns, &["neigh", "replace", &ip.to_string(), "lladdr", &mac, "dev", "mcp-br0", "nud", "permanent"])?;
-        let body = fs::read_to_string(vol.join("index.html")).map_err(|e| format!("{}: {e}", vol.display()))?;
+        let mac = v["network"]["mac"]
+            .as_str()
+            .ok_or("check-config printed no MAC")?
+            .to_owned();
+        ip_ns(
+            ns,
+            &[
+                "neigh",
+                "replace",
+                &ip.to_string(),
+                "lladdr",
+                &mac,
+                "dev",
+                "mcp-br0",
+                "nud",
+                "permanent",
+            ],
+        )?;
+        let body = fs::read_to_string(vol.join("index.html"))
+            .map_err(|e| format!("{}: {e}", vol.display()))?;
         Ok(Vm {
             sb,
             ns,
@@ -546,9 +687,16 @@ impl<'a> Vm<'a> {
     /// `mcp-unikernel build NAME`, timed (spawn → exit); stdout and stderr.
     fn build(&self) -> R<(Duration, String, String)> {
         let t0 = Instant::now();
-        let out = self.sb.cmd(None, &["build", &self.name]).output().map_err(|e| e.to_string())?;
+        let out = self
+            .sb
+            .cmd(None, &["build", &self.name])
+            .output()
+            .map_err(|e| e.to_string())?;
         let took = t0.elapsed();
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
         if !out.status.success() {
             return Err(format!("build {} failed: {o}{e}", self.name));
         }
@@ -606,14 +754,36 @@ impl<'a> Vm<'a> {
     fn hand_tap(&self, user: &str) -> R<()> {
         let tap = self.tap();
         let _ = ip_ns(self.ns, &["link", "del", &tap]);
-        ip_ns(self.ns, &["tuntap", "add", "dev", &tap, "mode", "tap", "user", user, "group", user])?;
+        ip_ns(
+            self.ns,
+            &[
+                "tuntap", "add", "dev", &tap, "mode", "tap", "user", user, "group", user,
+            ],
+        )?;
         ip_ns(self.ns, &["link", "set", "dev", &tap, "master", "mcp-br0"])?;
-        ip_ns(self.ns, &["link", "set", "dev", &tap, "type", "bridge_slave", "isolated", "on"])?;
+        ip_ns(
+            self.ns,
+            &[
+                "link",
+                "set",
+                "dev",
+                &tap,
+                "type",
+                "bridge_slave",
+                "isolated",
+                "on",
+            ],
+        )?;
         ip_ns(self.ns, &["link", "set", "dev", &tap, "up"])?;
         Ok(())
     }
 
-    fn probe(&self, every: Duration, limit: Duration, cancel: Arc<AtomicBool>) -> JoinHandle<R<(Instant, String)>> {
+    fn probe(
+        &self,
+        every: Duration,
+        limit: Duration,
+        cancel: Arc<AtomicBool>,
+    ) -> JoinHandle<R<(Instant, String)>> {
         probe(&self.ns.name, self.ip, 8080, every, limit, cancel)
     }
 
@@ -624,14 +794,25 @@ impl<'a> Vm<'a> {
         // `stop` is bounded by its own timeouts (stop_timeout_secs + quit + kill).
         let stop = std::thread::spawn(move || cmd.output());
         let waited = wait_exit(&mut s.guard, Duration::from_secs(90));
-        let out = stop.join().map_err(|_| "stop thread panicked".to_string())?.map_err(|e| format!("spawn stop: {e}"))?;
+        let out = stop
+            .join()
+            .map_err(|_| "stop thread panicked".to_string())?
+            .map_err(|e| format!("spawn stop: {e}"))?;
         let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let (st, t_exit) = waited.ok_or_else(|| format!("QEMU still running 90 s after stop ({said})"))?;
+        let (st, t_exit) =
+            waited.ok_or_else(|| format!("QEMU still running 90 s after stop ({said})"))?;
         if !out.status.success() {
-            return Err(format!("stop failed ({}): {said}{}", out.status, String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "stop failed ({}): {said}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         if !st.success() {
-            return Err(format!("QEMU exit status {st} after stop; log:\n{}", tail(&s.log, 20)));
+            return Err(format!(
+                "QEMU exit status {st} after stop; log:\n{}",
+                tail(&s.log, 20)
+            ));
         }
         self.cleanup()?;
         Ok((t_exit - t0, said))
@@ -642,7 +823,8 @@ impl<'a> Vm<'a> {
         let sock = self.sb.runtime_dir.join(&self.name).join("qmp.sock");
         let t0 = Instant::now();
         qmp_cmd(&sock, "system_powerdown")?;
-        let (st, t_exit) = wait_exit(&mut s.guard, Duration::from_secs(60)).ok_or("plain QEMU still running 60 s after system_powerdown")?;
+        let (st, t_exit) = wait_exit(&mut s.guard, Duration::from_secs(60))
+            .ok_or("plain QEMU still running 60 s after system_powerdown")?;
         if !st.success() {
             return Err(format!("plain QEMU exit status {st}"));
         }
@@ -696,7 +878,10 @@ fn helper_start(ctx: &Ctx, vm: &Vm) -> R<(HelperRun, Started)> {
     let log = fs::read_to_string(&s.log).unwrap_or_default();
     if !body.contains(&vm.body) {
         s.guard.kill_now();
-        return Err(format!("{} served {body:?}, not its volume file {:?}", vm.name, vm.body));
+        return Err(format!(
+            "{} served {body:?}, not its volume file {:?}",
+            vm.name, vm.body
+        ));
     }
     let run = HelperRun {
         to_200: t200 - s.t0,
@@ -731,7 +916,10 @@ fn plain_start(vm: &Vm, argv: &[String], user: &str) -> R<(Duration, Started)> {
     };
     if !body.contains(&vm.body) {
         s.guard.kill_now();
-        return Err(format!("plain QEMU for {} served {body:?}, not {:?}", vm.name, vm.body));
+        return Err(format!(
+            "plain QEMU for {} served {body:?}, not {:?}",
+            vm.name, vm.body
+        ));
     }
     Ok((t200 - s.t0, s))
 }
@@ -746,10 +934,17 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
     if !argv[0].contains("qemu-system") {
         return Err(format!("expected QEMU, got {argv:?}"));
     }
-    progress(&format!("  warm-up helper start: {:.2} s to HTTP 200 (rebuilt={:?})", w.to_200.as_secs_f64(), w.rebuilt));
+    progress(&format!(
+        "  warm-up helper start: {:.2} s to HTTP 200 (rebuilt={:?})",
+        w.to_200.as_secs_f64(),
+        w.rebuilt
+    ));
     vm.stop_helper(&mut s)?;
     let (d, mut p) = plain_start(vm, &argv, &ctx.user)?;
-    progress(&format!("  warm-up plain QEMU: {:.2} s to HTTP 200", d.as_secs_f64()));
+    progress(&format!(
+        "  warm-up plain QEMU: {:.2} s to HTTP 200",
+        d.as_secs_f64()
+    ));
     vm.stop_plain(&mut p)?;
 
     let (mut helper, mut plain, mut ratio, mut prep, mut seen, mut stop_h, mut stop_p) =
@@ -757,10 +952,17 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
     let mut stop_lines = BTreeMap::new();
     for i in 0..runs {
         // Alternate which goes first so that drift hits both alike.
-        let mut one_helper = |helper: &mut Vec<f64>, prep: &mut Vec<f64>, seen: &mut Vec<f64>, stop_h: &mut Vec<f64>| -> R<f64> {
+        let mut one_helper = |helper: &mut Vec<f64>,
+                              prep: &mut Vec<f64>,
+                              seen: &mut Vec<f64>,
+                              stop_h: &mut Vec<f64>|
+         -> R<f64> {
             let (r, mut s) = helper_start(ctx, vm)?;
             if r.rebuilt != Some(false) {
-                return Err(format!("warm start rebuilt the image (rebuilt={:?})", r.rebuilt));
+                return Err(format!(
+                    "warm start rebuilt the image (rebuilt={:?})",
+                    r.rebuilt
+                ));
             }
             helper.push(r.to_200.as_secs_f64());
             if let Some(p) = r.prep_ms {
@@ -771,7 +973,14 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
             }
             let (st, said) = vm.stop_helper(&mut s)?;
             stop_h.push(st.as_secs_f64());
-            let kind = said.split(": ").nth(1).unwrap_or(&said).split(" after ").next().unwrap_or("").to_owned();
+            let kind = said
+                .split(": ")
+                .nth(1)
+                .unwrap_or(&said)
+                .split(" after ")
+                .next()
+                .unwrap_or("")
+                .to_owned();
             *stop_lines.entry(kind).or_insert(0) += 1;
             Ok(r.to_200.as_secs_f64())
         };
@@ -786,7 +995,10 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
             (h, one_plain(&mut plain, &mut stop_p)?)
         } else {
             let p = one_plain(&mut plain, &mut stop_p)?;
-            (one_helper(&mut helper, &mut prep, &mut seen, &mut stop_h)?, p)
+            (
+                one_helper(&mut helper, &mut prep, &mut seen, &mut stop_h)?,
+                p,
+            )
         };
         ratio.push(h / p);
         progress(&format!(
@@ -810,14 +1022,50 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
         }
     }
     let t = |max: f64| Some(Target { max, on_max: false });
-    ctx.rows.push(Row::new("1 warm start", "`mcp-unikernel start` → first HTTP 200 (image cached)", Unit::Secs, helper.clone(), None));
-    ctx.rows.push(Row::new("1 warm start", "plain `qemu-system-x86_64`, same argv, by hand → first HTTP 200", Unit::Secs, plain.clone(), None));
-    ctx.rows.push(Row::new("1 warm start", "ratio helper / plain (per pair)", Unit::Ratio, ratio, t(1.05)));
-    ctx.rows.push(Row::new("1 warm start", "helper's own time before exec (`prep_us` it logs: config, hash check, TAP)", Unit::Ms, prep, t(10.0)));
+    ctx.rows.push(Row::new(
+        "1 warm start",
+        "`mcp-unikernel start` → first HTTP 200 (image cached)",
+        Unit::Secs,
+        helper.clone(),
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        "1 warm start",
+        "plain `qemu-system-x86_64`, same argv, by hand → first HTTP 200",
+        Unit::Secs,
+        plain.clone(),
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        "1 warm start",
+        "ratio helper / plain (per pair)",
+        Unit::Ratio,
+        ratio,
+        t(1.05),
+    ));
+    ctx.rows.push(Row::new(
+        "1 warm start",
+        "helper's own time before exec (`prep_us` it logs: config, hash check, TAP)",
+        Unit::Ms,
+        prep,
+        t(10.0),
+    ));
     ctx.rows.push(Row::new("1 warm start", "helper process seen in /proc until it is QEMU (adds process start, argument parsing, logging)", Unit::Ms, seen, t(10.0)));
     ctx.rows.push(Row::new("1 warm start", "… of which hashing every input (`elapsed_ms` logged by `build` on the same VM, 1 ms resolution)", Unit::Ms, hash_ms, None));
-    ctx.rows.push(Row::new("4 stop", "`mcp-unikernel stop` → QEMU exited (guest power-down)", Unit::Secs, stop_h, None));
-    ctx.rows.push(Row::new("4 stop", "QMP `system_powerdown` by hand → QEMU exited", Unit::Secs, stop_p, None));
+    ctx.rows.push(Row::new(
+        "4 stop",
+        "`mcp-unikernel stop` → QEMU exited (guest power-down)",
+        Unit::Secs,
+        stop_h,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        "4 stop",
+        "QMP `system_powerdown` by hand → QEMU exited",
+        Unit::Secs,
+        stop_p,
+        None,
+    ));
     ctx.notes.push(format!(
         "Warm start: ratio of the medians {:.3}; single boots of the same image vary by ±{:.0} % under {} (plain QEMU alone: {:.2}–{:.2} s), \
          which is much more than the helper's own time, so the per-pair ratios scatter around the median.",
@@ -827,8 +1075,12 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
         min(&plain),
         max(&plain)
     ));
-    let how: Vec<String> = stop_lines.iter().map(|(k, n)| format!("{n}× \"{k}\"")).collect();
-    ctx.notes.push(format!("Stop: the helper reported {}.", how.join(", ")));
+    let how: Vec<String> = stop_lines
+        .iter()
+        .map(|(k, n)| format!("{n}× \"{k}\""))
+        .collect();
+    ctx.notes
+        .push(format!("Stop: the helper reported {}.", how.join(", ")));
     Ok(argv)
 }
 
@@ -836,7 +1088,8 @@ fn bench_warm(ctx: &mut Ctx, vm: &Vm, runs: usize) -> R<Vec<String>> {
 fn bench_cold(ctx: &mut Ctx, vm: &Vm, argv: &[String], runs: usize) -> R<()> {
     let hand = vm.sb.root.join("by-hand");
     let state = vm.sb.state_dir.join(&vm.name);
-    let (mut helper, mut by_hand, mut ratio, mut build_h, mut build_p) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut helper, mut by_hand, mut ratio, mut build_h, mut build_p) =
+        (vec![], vec![], vec![], vec![], vec![]);
     progress("cold start: state dir removed before each helper start; image built by hand before each plain start");
     for i in 0..runs + 1 {
         let warmup = i == 0;
@@ -844,7 +1097,10 @@ fn bench_cold(ctx: &mut Ctx, vm: &Vm, argv: &[String], runs: usize) -> R<()> {
         fs::remove_dir_all(&state).map_err(|e| format!("removing {}: {e}", state.display()))?;
         let (r, mut s) = helper_start(ctx, vm)?;
         if r.rebuilt != Some(true) {
-            return Err(format!("cold start did not build (rebuilt={:?})", r.rebuilt));
+            return Err(format!(
+                "cold start did not build (rebuilt={:?})",
+                r.rebuilt
+            ));
         }
         let log = fs::read_to_string(&s.log).unwrap_or_default();
         let build_ms = log_number(&log, "image built", "elapsed_ms");
@@ -873,7 +1129,10 @@ fn bench_cold(ctx: &mut Ctx, vm: &Vm, argv: &[String], runs: usize) -> R<()> {
         }
         build_p.push(hand_build.as_secs_f64() * 1000.0);
     }
-    ctx.notes.push(format!("Cold start: ratio of the medians {:.3}.", median(&helper) / median(&by_hand)));
+    ctx.notes.push(format!(
+        "Cold start: ratio of the medians {:.3}.",
+        median(&helper) / median(&by_hand)
+    ));
     let (baseline, build_label) = match ctx.guest {
         Guest::Nanos { .. } => ("`ops build` run directly + plain QEMU → first HTTP 200", "image build by hand (`ops build` directly, staging by `cp -a`)"),
         Guest::Standin(_) => (
@@ -882,11 +1141,41 @@ fn bench_cold(ctx: &mut Ctx, vm: &Vm, argv: &[String], runs: usize) -> R<()> {
         ),
     };
     let t = |max: f64| Some(Target { max, on_max: false });
-    ctx.rows.push(Row::new("2 cold start", "`mcp-unikernel start` with no state → first HTTP 200 (stage + build + boot)", Unit::Secs, helper, None));
-    ctx.rows.push(Row::new("2 cold start", baseline, Unit::Secs, by_hand, None));
-    ctx.rows.push(Row::new("2 cold start", "ratio helper / by hand (per pair)", Unit::Ratio, ratio, t(1.05)));
-    ctx.rows.push(Row::new("2 cold start", "image build inside `start` (staging + hash + build, from its log)", Unit::Ms, build_h, None));
-    ctx.rows.push(Row::new("2 cold start", build_label, Unit::Ms, build_p, None));
+    ctx.rows.push(Row::new(
+        "2 cold start",
+        "`mcp-unikernel start` with no state → first HTTP 200 (stage + build + boot)",
+        Unit::Secs,
+        helper,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        "2 cold start",
+        baseline,
+        Unit::Secs,
+        by_hand,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        "2 cold start",
+        "ratio helper / by hand (per pair)",
+        Unit::Ratio,
+        ratio,
+        t(1.05),
+    ));
+    ctx.rows.push(Row::new(
+        "2 cold start",
+        "image build inside `start` (staging + hash + build, from its log)",
+        Unit::Ms,
+        build_h,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        "2 cold start",
+        build_label,
+        Unit::Ms,
+        build_p,
+        None,
+    ));
     Ok(())
 }
 
@@ -898,19 +1187,35 @@ fn build_by_hand(ctx: &Ctx, vm: &Vm, hand: &Path, argv: &[String]) -> R<(Duratio
     let mut vol_args: Vec<String> = Vec::new();
     for v in c["volumes"].as_array().cloned().unwrap_or_default() {
         vol_args.push(v["source"].as_str().unwrap_or_default().to_owned());
-        vol_args.push(v["target"].as_str().unwrap_or_default().trim_start_matches('/').to_owned());
+        vol_args.push(
+            v["target"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+        );
     }
     let program = c["program"].as_str().unwrap_or_default().to_owned();
     let mut cmd = Command::new("bash");
     let (script, image, flag) = match ctx.guest {
         Guest::Standin(g) => {
-            let args: String = c["args"].as_array().cloned().unwrap_or_default().iter().map(|a| format!("{}\n", a.as_str().unwrap_or(""))).collect();
+            let args: String = c["args"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| format!("{}\n", a.as_str().unwrap_or("")))
+                .collect();
             let net = format!(
                 "ip={} prefix=24 gateway=10.99.0.1 mac={}\n",
                 vm.ip,
-                argv.iter().find_map(|a| a.split(",mac=").nth(1).map(str::to_owned)).unwrap_or_default()
+                argv.iter()
+                    .find_map(|a| a.split(",mac=").nth(1).map(str::to_owned))
+                    .unwrap_or_default()
             );
-            cmd.env("ARGS_TXT", args).env("NET_TXT", net).env("BASE", &g.initrd);
+            cmd.env("ARGS_TXT", args)
+                .env("NET_TXT", net)
+                .env("BASE", &g.initrd);
             (
                 r#"set -euo pipefail
 H=$1 PROGRAM=$2 USR=$3; shift 3
@@ -947,17 +1252,29 @@ chown "$USR:$USR" "$H/disk.img"; chmod 600 "$H/disk.img"
             )
         }
     };
-    cmd.arg("-c").arg(script).arg("by-hand").arg(hand).arg(&program).arg(user).args(&vol_args);
+    cmd.arg("-c")
+        .arg(script)
+        .arg("by-hand")
+        .arg(hand)
+        .arg(&program)
+        .arg(user)
+        .args(&vol_args);
     check_interrupt()?;
     let t0 = Instant::now();
     run_ok(&mut cmd)?;
     let took = t0.elapsed();
     let mut a = argv.to_vec();
-    let i = a.iter().position(|x| x == flag).ok_or(format!("no {flag} in QEMU argv"))?;
+    let i = a
+        .iter()
+        .position(|x| x == flag)
+        .ok_or(format!("no {flag} in QEMU argv"))?;
     a[i + 1] = if flag == "-initrd" {
         image.display().to_string()
     } else {
-        let rest = a[i + 1].split_once(',').map(|(_, r)| r.to_owned()).unwrap_or_default();
+        let rest = a[i + 1]
+            .split_once(',')
+            .map(|(_, r)| r.to_owned())
+            .unwrap_or_default();
         format!("file={},{rest}", image.display())
     };
     Ok((took, a))
@@ -968,7 +1285,9 @@ fn bench_check(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, mib: u64, runs: usize) 
     let sb = Sandbox::new("bench-check");
     let vol = sb.root.join("big");
     fs::create_dir_all(&vol).map_err(|e| e.to_string())?;
-    progress(&format!("nothing-changed check: writing {mib} MiB of volume data ({mib} files of 1 MiB)"));
+    progress(&format!(
+        "nothing-changed check: writing {mib} MiB of volume data ({mib} files of 1 MiB)"
+    ));
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut buf = vec![0u8; 1 << 20];
     for f in 0..mib {
@@ -981,9 +1300,21 @@ fn bench_check(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, mib: u64, runs: usize) 
         fs::write(vol.join(format!("blob-{f:03}.bin")), &buf).map_err(|e| e.to_string())?;
     }
     fs::write(vol.join("index.html"), "big volume\n").map_err(|e| e.to_string())?;
-    let vm = Vm::new(&sb, ns, guest, "big", Ipv4Addr::new(10, 99, 0, 3), &vol, 128)?;
+    let vm = Vm::new(
+        &sb,
+        ns,
+        guest,
+        "big",
+        Ipv4Addr::new(10, 99, 0, 3),
+        &vol,
+        128,
+    )?;
     let (first, out, _) = vm.build()?;
-    progress(&format!("  first build: {:.2} s ({})", first.as_secs_f64(), out.trim()));
+    progress(&format!(
+        "  first build: {:.2} s ({})",
+        first.as_secs_f64(),
+        out.trim()
+    ));
     let (mut wall, mut hash) = (vec![], vec![]);
     for i in 0..runs + 1 {
         check_interrupt()?;
@@ -999,16 +1330,30 @@ fn bench_check(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, mib: u64, runs: usize) 
             hash.push(ms);
         }
     }
-    progress(&format!("  `build` unchanged: median {:.1} ms", median(&wall)));
-    let t = Some(Target { max: 200.0, on_max: false });
+    progress(&format!(
+        "  `build` unchanged: median {:.1} ms",
+        median(&wall)
+    ));
+    let t = Some(Target {
+        max: 200.0,
+        on_max: false,
+    });
     ctx.rows.push(Row::new(
         "3 nothing changed",
-        format!("`mcp-unikernel build` with {mib} MiB of volume data, image current (whole command)"),
+        format!(
+            "`mcp-unikernel build` with {mib} MiB of volume data, image current (whole command)"
+        ),
         Unit::Ms,
         wall,
         t,
     ));
-    ctx.rows.push(Row::new("3 nothing changed", "… of which hashing every input (`elapsed_ms` it logs)", Unit::Ms, hash, None));
+    ctx.rows.push(Row::new(
+        "3 nothing changed",
+        "… of which hashing every input (`elapsed_ms` it logs)",
+        Unit::Ms,
+        hash,
+        None,
+    ));
     ctx.notes.push(format!(
         "Nothing-changed check: {mib} files of 1 MiB plus index.html, read from the page cache (the first build read them); \
          the kernel, base initramfs and program are hashed too."
@@ -1026,7 +1371,15 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
     let mut vms = Vec::new();
     for i in 0..n {
         let ip = Ipv4Addr::new(10, 99, 0, 10 + i as u8);
-        vms.push(Vm::new(&sb, ns, guest, &format!("d{:02}", i + 1), ip, &vol, opts.vm_mib)?);
+        vms.push(Vm::new(
+            &sb,
+            ns,
+            guest,
+            &format!("d{:02}", i + 1),
+            ip,
+            &vol,
+            opts.vm_mib,
+        )?);
     }
     let mib = smallest_memory(ctx, &mut vms[0], opts.vm_mib)?;
     progress(&format!("density: building {n} images ({mib} MiB VMs)"));
@@ -1034,15 +1387,31 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
         vm.set_memory(mib);
         vm.build()?;
     }
-    let netns_ino = fs::metadata(format!("/run/netns/{}", ns.name)).map_err(|e| e.to_string())?.ino();
-    let (mut all, mut pss, mut rss, mut avail, mut resident) = (vec![], vec![], vec![], vec![], vec![]);
+    let netns_ino = fs::metadata(format!("/run/netns/{}", ns.name))
+        .map_err(|e| e.to_string())?
+        .ino();
+    let (mut all, mut pss, mut rss, mut avail, mut resident) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let (mut serving, mut boot_failures): (Vec<f64>, Vec<String>) = (vec![], vec![]);
     let mut per_vm_boot = Vec::new();
     for round in 0..opts.density_runs {
         check_interrupt()?;
         let before = meminfo_kib("MemAvailable").unwrap_or(f64::NAN);
-        let cancels: Vec<Arc<AtomicBool>> = vms.iter().map(|_| Arc::new(AtomicBool::new(false))).collect();
-        let probes: Vec<_> = vms.iter().zip(&cancels).map(|(vm, c)| vm.probe(Duration::from_millis(100), Duration::from_secs(400), c.clone())).collect();
+        let cancels: Vec<Arc<AtomicBool>> = vms
+            .iter()
+            .map(|_| Arc::new(AtomicBool::new(false)))
+            .collect();
+        let probes: Vec<_> = vms
+            .iter()
+            .zip(&cancels)
+            .map(|(vm, c)| {
+                vm.probe(
+                    Duration::from_millis(100),
+                    Duration::from_secs(400),
+                    c.clone(),
+                )
+            })
+            .collect();
         let t0 = Instant::now();
         let mut started = Vec::new();
         for vm in &vms {
@@ -1086,7 +1455,11 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
         }
         serving.push((n - dead.len()) as f64);
         if dead.len() * 2 > n {
-            return Err(format!("{} of {n} density VMs died before serving: {}", dead.len(), boot_failures.join("; ")));
+            return Err(format!(
+                "{} of {n} density VMs died before serving: {}",
+                dead.len(),
+                boot_failures.join("; ")
+            ));
         }
         let all_s = (last - t0).as_secs_f64();
         // Memory with all serving.
@@ -1099,7 +1472,10 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
             }
             let pid = s.guard.id();
             let exe = exe_of(pid).unwrap_or_default();
-            if exe.file_name().is_some_and(|f| f.to_string_lossy().starts_with("qemu-system")) {
+            if exe
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("qemu-system"))
+            {
                 qemus += 1;
             }
             p_sum += smaps_kib(pid, "Pss").unwrap_or(f64::NAN);
@@ -1107,7 +1483,9 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
         }
         let helpers = count_helpers(&ctx.helper, netns_ino);
         if qemus != alive {
-            return Err(format!("only {qemus} of {alive} serving VMs' processes are QEMU"));
+            return Err(format!(
+                "only {qemus} of {alive} serving VMs' processes are QEMU"
+            ));
         }
         all.push(all_s);
         pss.push(p_sum / alive as f64 / 1024.0);
@@ -1127,7 +1505,12 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
         let mut stops: Vec<ChildGuard> = Vec::new();
         for vm in &vms {
             stops.push(ChildGuard::new(
-                vm.sb.cmd(None, &["stop", &vm.name]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?,
+                vm.sb
+                    .cmd(None, &["stop", &vm.name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| e.to_string())?,
             ));
         }
         for (i, s) in started.iter_mut().enumerate() {
@@ -1144,14 +1527,47 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
         for vm in &vms {
             vm.cleanup()?;
         }
-        progress(&format!("  stopped all {n} in {:.1} s", t_stop.elapsed().as_secs_f64()));
+        progress(&format!(
+            "  stopped all {n} in {:.1} s",
+            t_stop.elapsed().as_secs_f64()
+        ));
     }
     let fig = "5 density";
-    ctx.rows.push(Row::new(fig, format!("{n} VMs × {mib} MiB started together → all serving HTTP"), Unit::Secs, all, None));
-    ctx.rows.push(Row::new(fig, format!("VMs serving of {n} (a guest that died while booting is not retried)"), Unit::Count, serving, None));
-    ctx.rows.push(Row::new(fig, "host memory per VM: QEMU PSS (smaps_rollup), all serving", Unit::MiB, pss, None));
-    ctx.rows.push(Row::new(fig, "host memory per VM: QEMU RSS", Unit::MiB, rss, None));
-    ctx.rows.push(Row::new(fig, "host memory per VM: MemAvailable drop / N", Unit::MiB, avail, None));
+    ctx.rows.push(Row::new(
+        fig,
+        format!("{n} VMs × {mib} MiB started together → all serving HTTP"),
+        Unit::Secs,
+        all,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        fig,
+        format!("VMs serving of {n} (a guest that died while booting is not retried)"),
+        Unit::Count,
+        serving,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        fig,
+        "host memory per VM: QEMU PSS (smaps_rollup), all serving",
+        Unit::MiB,
+        pss,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        fig,
+        "host memory per VM: QEMU RSS",
+        Unit::MiB,
+        rss,
+        None,
+    ));
+    ctx.rows.push(Row::new(
+        fig,
+        "host memory per VM: MemAvailable drop / N",
+        Unit::MiB,
+        avail,
+        None,
+    ));
     ctx.rows.push(Row::new(
         fig,
         format!("`mcp-unikernel` processes resident with {n} VMs running (each start became its QEMU by exec)"),
@@ -1160,7 +1576,10 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
         Some(Target { max: 0.0, on_max: true }),
     ));
     if !boot_failures.is_empty() {
-        ctx.notes.push(format!("Density: guests that died while booting: {}.", boot_failures.join("; ")));
+        ctx.notes.push(format!(
+            "Density: guests that died while booting: {}.",
+            boot_failures.join("; ")
+        ));
     }
     ctx.notes.push(format!(
         "Density: single VMs within a round reached HTTP after {:.1} s (median), {:.1}–{:.1} s (min–max) over all rounds.",
@@ -1178,7 +1597,9 @@ fn smallest_memory(ctx: &mut Ctx, vm: &mut Vm, want: u64) -> R<u64> {
     let mut failed = Vec::new();
     while mib <= 512 {
         vm.set_memory(mib);
-        progress(&format!("density: does one VM boot and serve with {mib} MiB?"));
+        progress(&format!(
+            "density: does one VM boot and serve with {mib} MiB?"
+        ));
         let cancel = Arc::new(AtomicBool::new(false));
         let prober = vm.probe(Duration::from_millis(50), BOOT_LIMIT, cancel.clone());
         let mut s = vm.spawn_start()?;
@@ -1203,14 +1624,20 @@ fn smallest_memory(ctx: &mut Ctx, vm: &mut Vm, want: u64) -> R<u64> {
             Err(_) if s.guard.try_wait().is_some() => {
                 let _ = vm.cleanup();
                 let last = guest_last_line(&s.log);
-                progress(&format!("  {mib} MiB: QEMU exited before serving; guest's last console line: {last}"));
-                failed.push(format!("{mib} MiB: QEMU exited before serving, last console line `{last}`"));
+                progress(&format!(
+                    "  {mib} MiB: QEMU exited before serving; guest's last console line: {last}"
+                ));
+                failed.push(format!(
+                    "{mib} MiB: QEMU exited before serving, last console line `{last}`"
+                ));
             }
             Err(e) => return Err(e),
         }
         mib += 4;
     }
-    Err(format!("the guest did not serve with any memory size from {want} to 512 MiB"))
+    Err(format!(
+        "the guest did not serve with any memory size from {want} to 512 MiB"
+    ))
 }
 
 /// The last console line of the guest in a start log (not the helper's own lines).
@@ -1221,7 +1648,9 @@ fn guest_last_line(log: &Path) -> String {
     }
     s.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !(l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("Z  ")))
+        .filter(|l| {
+            !l.is_empty() && !(l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("Z  "))
+        })
         .last()
         .unwrap_or("(none)")
         .chars()
@@ -1231,16 +1660,25 @@ fn guest_last_line(log: &Path) -> String {
 
 /// `mcp-unikernel` processes: our binary anywhere, or any process named so in our namespace.
 fn count_helpers(helper: &Path, netns_ino: u64) -> usize {
-    let Ok(rd) = fs::read_dir("/proc") else { return 0 };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return 0;
+    };
     let mut n = 0;
     for e in rd.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let exe = exe_of(pid);
         let comm = read(&format!("/proc/{pid}/comm"));
-        let in_ns = fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino() == netns_ino).unwrap_or(false);
+        let in_ns = fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map(|m| m.ino() == netns_ino)
+            .unwrap_or(false);
         let is_ours = exe.as_deref() == Some(helper);
-        let named = comm.trim() == "mcp-unikernel" || exe.as_ref().is_some_and(|p| p.file_name().is_some_and(|f| f == "mcp-unikernel"));
+        let named = comm.trim() == "mcp-unikernel"
+            || exe
+                .as_ref()
+                .is_some_and(|p| p.file_name().is_some_and(|f| f == "mcp-unikernel"));
         if is_ours || (in_ns && named) {
             n += 1;
         }
@@ -1253,16 +1691,32 @@ fn count_helpers(helper: &Path, netns_ino: u64) -> usize {
 fn report(head: &str, ctx: &Ctx, total: Duration) -> String {
     let mut s = String::from(head);
     let _ = writeln!(s);
-    let _ = writeln!(s, "| figure | measurement | median | min | max | runs | target | met? |");
+    let _ = writeln!(
+        s,
+        "| figure | measurement | median | min | max | runs | target | met? |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     let mut missed = Vec::new();
     for r in &ctx.rows {
         let (med, lo, hi) = if r.vals.is_empty() {
             ("–".into(), "–".into(), "–".into())
         } else {
-            (r.unit.fmt(median(&r.vals)), r.unit.fmt(min(&r.vals)), r.unit.fmt(max(&r.vals)))
+            (
+                r.unit.fmt(median(&r.vals)),
+                r.unit.fmt(min(&r.vals)),
+                r.unit.fmt(max(&r.vals)),
+            )
         };
-        let target = r.target.map(|t| format!("≤ {}{}", r.unit.fmt(t.max), if t.on_max { " (max)" } else { "" })).unwrap_or_else(|| "–".into());
+        let target = r
+            .target
+            .map(|t| {
+                format!(
+                    "≤ {}{}",
+                    r.unit.fmt(t.max),
+                    if t.on_max { " (max)" } else { "" }
+                )
+            })
+            .unwrap_or_else(|| "–".into());
         let met = match r.judge() {
             None if r.target.is_some() => "no data".to_string(),
             None => "–".into(),
@@ -1274,11 +1728,23 @@ fn report(head: &str, ctx: &Ctx, total: Duration) -> String {
                 } else {
                     r.unit.fmt(v - t)
                 };
-                missed.push(format!("{} — {}: {} against ≤ {}, missed by {by}", r.fig, r.label, r.unit.fmt(v), r.unit.fmt(t)));
+                missed.push(format!(
+                    "{} — {}: {} against ≤ {}, missed by {by}",
+                    r.fig,
+                    r.label,
+                    r.unit.fmt(v),
+                    r.unit.fmt(t)
+                ));
                 format!("**no** (+{})", by.trim_start_matches('+'))
             }
         };
-        let _ = writeln!(s, "| {} | {} | {med} | {lo} | {hi} | {} | {target} | {met} |", r.fig, r.label, r.vals.len());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {med} | {lo} | {hi} | {} | {target} | {met} |",
+            r.fig,
+            r.label,
+            r.vals.len()
+        );
     }
     let _ = writeln!(s);
     let _ = writeln!(
@@ -1326,9 +1792,13 @@ fn run() -> R<()> {
     let opts = Opts::parse()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("run as root (network namespaces, TAPs, QEMU as the mcp-qemu user); scripts/bench.sh".into());
+        return Err(
+            "run as root (network namespaces, TAPs, QEMU as the mcp-qemu user); scripts/bench.sh"
+                .into(),
+        );
     }
-    let user = vm::qemu_user().ok_or("no mcp-qemu user to run QEMU as (scripts/setup.sh creates it)")?;
+    let user =
+        vm::qemu_user().ok_or("no mcp-qemu user to run QEMU as (scripts/setup.sh creates it)")?;
     let guest = if std::env::var_os("MCP_NANOS_DIR").is_some() {
         vm::nanos_guest()?
     } else {
@@ -1364,8 +1834,17 @@ fn run() -> R<()> {
         let sb = Sandbox::new("bench-life");
         let vol = sb.root.join("www");
         fs::create_dir_all(&vol).map_err(|e| e.to_string())?;
-        fs::write(vol.join("index.html"), "hello from the bench volume\n").map_err(|e| e.to_string())?;
-        let web = Vm::new(&sb, &ns, &guest, "web", Ipv4Addr::new(10, 99, 0, 2), &vol, 128)?;
+        fs::write(vol.join("index.html"), "hello from the bench volume\n")
+            .map_err(|e| e.to_string())?;
+        let web = Vm::new(
+            &sb,
+            &ns,
+            &guest,
+            "web",
+            Ipv4Addr::new(10, 99, 0, 2),
+            &vol,
+            128,
+        )?;
         if opts.wants("warm") || opts.wants("cold") {
             argv = Some(bench_warm(&mut ctx, &web, opts.runs)?);
         }
@@ -1405,7 +1884,12 @@ fn run() -> R<()> {
 /// ARP with its 1 s retransmit timer (a 0–1 s step in every boot figure).
 fn bench_ns() -> R<NetNs> {
     let ns = NetNs::new("bench");
-    ip_ns(&ns, &["link", "add", "mcp-br0", "address", BRIDGE_MAC, "type", "bridge"])?;
+    ip_ns(
+        &ns,
+        &[
+            "link", "add", "mcp-br0", "address", BRIDGE_MAC, "type", "bridge",
+        ],
+    )?;
     ip_ns(&ns, &["addr", "add", "10.99.0.1/24", "dev", "mcp-br0"])?;
     ip_ns(&ns, &["link", "set", "mcp-br0", "up"])?;
     Ok(ns)
@@ -1414,5 +1898,9 @@ fn bench_ns() -> R<NetNs> {
 const BRIDGE_MAC: &str = "02:00:00:00:00:01";
 
 fn image_on_path(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(cmd)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
 }

@@ -289,7 +289,11 @@ pub fn parse_and_validate(path: &Path, text: &str) -> Result<Validated, ConfigEr
         let field = e.path().to_string();
         ConfigError::Parse {
             path: path.to_owned(),
-            field: if field == "." || field == "?" { "(top level)".into() } else { field },
+            field: if field == "." || field == "?" {
+                "(top level)".into()
+            } else {
+                field
+            },
             message: e.inner().to_string(),
         }
     })?;
@@ -423,9 +427,7 @@ fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
             match is_elf(prog) {
                 Ok(true) => {}
                 Ok(false) => return Err(invalid(p, "program", &shown, "not an ELF file")),
-                Err(e) => {
-                    return Err(invalid(p, "program", &shown, &format!("cannot read: {e}")))
-                }
+                Err(e) => return Err(invalid(p, "program", &shown, &format!("cannot read: {e}"))),
             }
         }
         (None, Some(_)) => {}
@@ -519,8 +521,16 @@ fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
         serde_json::Value::Object(map) => {
             // ops reads JSON with Go's encoding/json, which matches keys
             // case-insensitively: compare the same way.
-            const FORBIDDEN: [&str; 8] =
-                ["Dirs", "Program", "Kernel", "Boot", "MapDirs", "Files", "KlibDir", "NanosVersion"];
+            const FORBIDDEN: [&str; 8] = [
+                "Dirs",
+                "Program",
+                "Kernel",
+                "Boot",
+                "MapDirs",
+                "Files",
+                "KlibDir",
+                "NanosVersion",
+            ];
             for (key, value) in map {
                 if FORBIDDEN.iter().any(|f| f.eq_ignore_ascii_case(key)) {
                     return Err(invalid(
@@ -548,12 +558,7 @@ fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
         }
         for f in ["kernel.img", "boot.img"] {
             if !dir.join(f).is_file() {
-                return Err(invalid(
-                    p,
-                    "nanos_dir",
-                    &shown,
-                    &format!("has no {f}"),
-                ));
+                return Err(invalid(p, "nanos_dir", &shown, &format!("has no {f}")));
             }
         }
     }
@@ -600,7 +605,11 @@ fn validate_network(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigErro
             let mut ports = Vec::new();
             let mut seen = std::collections::BTreeSet::new();
             for (i, f) in n.ports.iter().enumerate() {
-                let addr = parse_ip(p, &format!("network.ports[{i}].host_address"), &f.host_address)?;
+                let addr = parse_ip(
+                    p,
+                    &format!("network.ports[{i}].host_address"),
+                    &f.host_address,
+                )?;
                 if f.host == 0 || f.guest == 0 {
                     return Err(invalid(
                         p,
@@ -650,7 +659,12 @@ fn validate_network(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigErro
             }
             let gateway = parse_ip(p, "network.gateway", &n.gateway)?;
             let ip_str = n.ip.as_deref().ok_or_else(|| {
-                invalid(p, "network.ip", "null", "required with network.mode = \"bridge\"")
+                invalid(
+                    p,
+                    "network.ip",
+                    "null",
+                    "required with network.mode = \"bridge\"",
+                )
             })?;
             let ip = parse_ip(p, "network.ip", ip_str)?;
             let mask = derive::netmask(n.prefix_length);
@@ -839,7 +853,9 @@ mod tests {
         assert!(e.contains("ops_extra.program"), "{e}");
         let e = parse(r#"[1,"web","/bin/true"]"#).unwrap_err().to_string();
         assert!(e.contains("(top level)"), "{e}");
-        let e = parse(r#"{"schema_version":1,"name":"web""#).unwrap_err().to_string();
+        let e = parse(r#"{"schema_version":1,"name":"web""#)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("`?`"), "{e}");
     }
 
@@ -851,18 +867,30 @@ mod tests {
             {"source": "/tmp", "target": "/srv/x"}
         ]);
         let e = parse(&j.to_string()).unwrap_err().to_string();
-        assert!(e.contains("volumes[1].target") && e.contains("/srv/x"), "{e}");
+        assert!(
+            e.contains("volumes[1].target") && e.contains("/srv/x"),
+            "{e}"
+        );
     }
 
     #[test]
     fn small_subnet_edges() {
         let mut j = base();
         j["network"] = serde_json::json!({"ip": "10.99.0.255", "prefix_length": 24});
-        assert!(parse(&j.to_string()).unwrap_err().to_string().contains("broadcast"));
+        assert!(parse(&j.to_string())
+            .unwrap_err()
+            .to_string()
+            .contains("broadcast"));
         j["network"] = serde_json::json!({"ip": "10.99.0.0"});
-        assert!(parse(&j.to_string()).unwrap_err().to_string().contains("network address"));
+        assert!(parse(&j.to_string())
+            .unwrap_err()
+            .to_string()
+            .contains("network address"));
         j["network"] = serde_json::json!({"ip": "10.98.0.5"});
-        assert!(parse(&j.to_string()).unwrap_err().to_string().contains("outside"));
+        assert!(parse(&j.to_string())
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
     }
 }
 
@@ -884,8 +912,12 @@ pub fn check_conflicts(config_dir: &Path, v: &Validated) -> Result<(), ConfigErr
     for other in others {
         // Only the fields that can collide are read; a broken neighbour is its
         // own problem and reported when it starts.
-        let Ok(text) = fs::read_to_string(&other) else { continue };
-        let Ok(raw) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Ok(text) = fs::read_to_string(&other) else {
+            continue;
+        };
+        let Ok(raw) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
         let net = &raw["network"];
         if net["mode"].as_str().unwrap_or("bridge") != "bridge" {
             continue;

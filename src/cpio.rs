@@ -133,6 +133,9 @@ mod tests {
         child.stdin.take().unwrap().write_all(&data).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "srv\nsrv/index.html\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "srv\nsrv/index.html\n"
+        );
     }
 }

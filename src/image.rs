@@ -81,7 +81,11 @@ fn boot_for(v: &Validated, dir: &Path) -> Boot {
 fn standin_files(v: &Validated) -> Vec<(&'static str, String)> {
     let c = &v.config;
     let args: String = c.args.iter().map(|a| format!("{a}\n")).collect();
-    let env: String = c.env.iter().map(|(k, val)| format!("{k}={val}\n")).collect();
+    let env: String = c
+        .env
+        .iter()
+        .map(|(k, val)| format!("{k}={val}\n"))
+        .collect();
     let net = match &v.net {
         ResolvedNet::Bridge(b) => format!(
             "ip={} prefix={} gateway={} mac={}\n",
@@ -110,7 +114,8 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
     let c = &v.config;
     let mut h = InputHasher::new();
     if let Some(p) = &c.program {
-        h.file("program", p, None).map_err(io_err("reading program", p))?;
+        h.file("program", p, None)
+            .map_err(io_err("reading program", p))?;
     }
     match &c.direct_boot {
         Some(db) => {
@@ -128,7 +133,12 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
             let ops_cfg = opsconfig::render(v);
             h.field("ops-config", ops_cfg.to_string().as_bytes());
             let ops = resolve_command(&c.ops);
-            match ops.as_deref().map(|p| (p, fs::canonicalize(p).and_then(|c| fs::metadata(&c).map(|m| (c, m))))) {
+            match ops.as_deref().map(|p| {
+                (
+                    p,
+                    fs::canonicalize(p).and_then(|c| fs::metadata(&c).map(|m| (c, m))),
+                )
+            }) {
                 Some((_, Ok((canon, m)))) => {
                     h.field("ops-path", canon.as_os_str().as_bytes());
                     h.field("ops-size", &m.len().to_le_bytes());
@@ -139,7 +149,8 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
             if let Some(dir) = &c.nanos_dir {
                 for f in ["kernel.img", "boot.img"] {
                     let p = dir.join(f);
-                    h.file(f, &p, None).map_err(io_err("reading Nanos file", &p))?;
+                    h.file(f, &p, None)
+                        .map_err(io_err("reading Nanos file", &p))?;
                 }
                 let klibs = dir.join("klibs");
                 if klibs.is_dir() {
@@ -152,7 +163,8 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
                         let p = klibs.join(&n);
                         if p.is_file() {
                             h.field("klib", n.as_bytes());
-                            h.file("klib-content", &p, None).map_err(io_err("reading klib", &p))?;
+                            h.file("klib-content", &p, None)
+                                .map_err(io_err("reading klib", &p))?;
                         }
                     }
                 }
@@ -193,7 +205,13 @@ fn swap_in(new: &Path, current: &Path) -> Result<(), BuildError> {
     if current.exists() {
         // SAFETY: two valid C strings, AT_FDCWD.
         let r = unsafe {
-            libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
         };
         if r != 0 {
             return Err(BuildError::Io {
@@ -247,7 +265,12 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
             return Err(e.into());
         }
     };
-    tracing::info!(files = report.files, bytes = report.bytes, skipped = report.skipped.len(), "volumes staged");
+    tracing::info!(
+        files = report.files,
+        bytes = report.bytes,
+        skipped = report.skipped.len(),
+        "volumes staged"
+    );
     swap_in(&scratch, &paths.staging())?;
     let hash = staged.finish_hex();
 
@@ -274,7 +297,10 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
 
 fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), BuildError> {
     let c = &v.config;
-    let program = c.program.as_ref().expect("validated: program set without direct_boot");
+    let program = c
+        .program
+        .as_ref()
+        .expect("validated: program set without direct_boot");
     let home = paths.ops_home();
     let dot_ops = home.join(".ops");
     fs::DirBuilder::new()
@@ -339,13 +365,21 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), Buil
     }
     let dest = out.join(DISK_FILE);
     fs::rename(&produced, &dest).map_err(io_err("moving image to", &dest))?;
-    tracing::info!(elapsed_ms = t0.elapsed().as_millis() as u64, "ops build done");
+    tracing::info!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "ops build done"
+    );
     Ok(())
 }
 
 /// Linux stand-in: base initrd followed by an uncompressed cpio with the
 /// program, its args/env/network files and the staged volume tree.
-fn build_standin_initrd(v: &Validated, paths: &VmPaths, base: &Path, out: &Path) -> Result<(), BuildError> {
+fn build_standin_initrd(
+    v: &Validated,
+    paths: &VmPaths,
+    base: &Path,
+    out: &Path,
+) -> Result<(), BuildError> {
     let dest = out.join(INITRD_FILE);
     let mut data = fs::read(base).map_err(io_err("reading initrd", base))?;
     while data.len() % 4 != 0 {

@@ -34,7 +34,12 @@ impl InputHasher {
 
     /// The whole content of a file, streamed; optionally copied to `copy_to`
     /// while it is hashed, so what is hashed is exactly what is written.
-    pub fn file(&mut self, tag: &str, path: &Path, copy_to: Option<&mut dyn Write>) -> io::Result<u64> {
+    pub fn file(
+        &mut self,
+        tag: &str,
+        path: &Path,
+        copy_to: Option<&mut dyn Write>,
+    ) -> io::Result<u64> {
         let mut f = File::open(path)?;
         let len = f.metadata()?.len();
         self.inner.update(&(tag.len() as u64).to_le_bytes());

@@ -38,11 +38,11 @@ pub enum PidState {
 
 fn read_pidfile(p: &Path) -> io::Result<Option<i32>> {
     match fs::read_to_string(p) {
-        Ok(s) => s
-            .trim()
-            .parse::<i32>()
-            .map(Some)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("not a PID: {s:?}"))),
+        Ok(s) => {
+            s.trim().parse::<i32>().map(Some).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("not a PID: {s:?}"))
+            })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -88,9 +88,9 @@ pub fn validate(pid: i32, record: &LaunchRecord, paths: &VmPaths) -> Result<(), 
     let argv = procinfo::cmdline(pid).map_err(|_| format!("PID {pid} is not alive"))?;
     let state = paths.state.to_string_lossy();
     let runtime = paths.runtime.to_string_lossy();
-    let refers = argv.iter().any(|a| {
-        contains_dir(a, &state) || contains_dir(a, &runtime)
-    });
+    let refers = argv
+        .iter()
+        .any(|a| contains_dir(a, &state) || contains_dir(a, &runtime));
     if !refers {
         return Err(format!(
             "PID {pid} ({}) does not reference {} or {}",
@@ -171,8 +171,14 @@ mod tests {
 
     #[test]
     fn dir_match_is_component_aware() {
-        assert!(contains_dir("unix:/run/m/web/qmp.sock,server=on", "/run/m/web"));
-        assert!(contains_dir("file=/var/lib/m/web,format=raw", "/var/lib/m/web"));
+        assert!(contains_dir(
+            "unix:/run/m/web/qmp.sock,server=on",
+            "/run/m/web"
+        ));
+        assert!(contains_dir(
+            "file=/var/lib/m/web,format=raw",
+            "/var/lib/m/web"
+        ));
         assert!(!contains_dir("unix:/run/m/web2/qmp.sock", "/run/m/web"));
     }
 }

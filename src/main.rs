@@ -22,13 +22,28 @@ use mcp_unikernel::paths::Roots;
 )]
 struct Cli {
     /// Directory holding <name>.json instance configs.
-    #[arg(long, env = "MCP_CONFIG_DIR", default_value = "/etc/mcp-unikernel", global = true)]
+    #[arg(
+        long,
+        env = "MCP_CONFIG_DIR",
+        default_value = "/etc/mcp-unikernel",
+        global = true
+    )]
     config_dir: PathBuf,
     /// Root of per-VM state (staging tree, ops home, last good image).
-    #[arg(long, env = "MCP_STATE_DIR", default_value = "/var/lib/mcp-unikernel", global = true)]
+    #[arg(
+        long,
+        env = "MCP_STATE_DIR",
+        default_value = "/var/lib/mcp-unikernel",
+        global = true
+    )]
     state_dir: PathBuf,
     /// Root of per-VM runtime files (QMP socket, pidfile, launch record).
-    #[arg(long, env = "MCP_RUNTIME_DIR", default_value = "/run/mcp-unikernel", global = true)]
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_DIR",
+        default_value = "/run/mcp-unikernel",
+        global = true
+    )]
     runtime_dir: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -98,12 +113,18 @@ fn main() -> ExitCode {
         Cmd::Status { name, json } => {
             let list = match name {
                 Some(n) => vec![status::one(&roots, &n)],
-                None => status::names(&roots).iter().map(|n| status::one(&roots, n)).collect(),
+                None => status::names(&roots)
+                    .iter()
+                    .map(|n| status::one(&roots, n))
+                    .collect(),
             };
             status::print(&list, json)
         }
         Cmd::List { json } => {
-            let list: Vec<_> = status::names(&roots).iter().map(|n| status::one(&roots, n)).collect();
+            let list: Vec<_> = status::names(&roots)
+                .iter()
+                .map(|n| status::one(&roots, n))
+                .collect();
             status::print(&list, json)
         }
         Cmd::CheckConfig { file } => config::load_file(&file).map_err(Into::into).and_then(|v| {

@@ -58,7 +58,10 @@ pub fn render(v: &Validated) -> Value {
         run.insert("Gateway".into(), json!(b.gateway.to_string()));
         // ops's --netmask flag (default 255.255.255.0) overrides
         // RunConfig.NetMask; the manifest passthrough is applied last.
-        cfg.insert("ManifestPassthrough".into(), json!({ "netmask": b.netmask.to_string() }));
+        cfg.insert(
+            "ManifestPassthrough".into(),
+            json!({ "netmask": b.netmask.to_string() }),
+        );
         if !b.nameservers.is_empty() {
             let ns: Vec<String> = b.nameservers.iter().map(|a| a.to_string()).collect();
             cfg.insert("NameServers".into(), json!(ns));

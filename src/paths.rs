@@ -33,7 +33,8 @@ impl VmPaths {
     }
     /// Scratch prefix for a staging or image build in progress.
     pub fn scratch(&self, what: &str) -> PathBuf {
-        self.state.join(format!("{what}.tmp-{}", std::process::id()))
+        self.state
+            .join(format!("{what}.tmp-{}", std::process::id()))
     }
     pub fn ops_home(&self) -> PathBuf {
         self.state.join("ops-home")
@@ -53,4 +54,3 @@ impl VmPaths {
         self.runtime.join("launch.json")
     }
 }
-

@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_comm() {
-        let stat = "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 10000 100";
+        let stat =
+            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 10000 100";
         assert_eq!(parse_start_ticks(stat), Some(987654));
     }
 

@@ -33,8 +33,19 @@ pub fn argv(v: &Validated, paths: &VmPaths, boot: &Boot) -> Vec<String> {
     };
     push(&["-machine", "q35"]);
     push(&["-accel", accel, "-cpu", cpu]);
-    push(&["-m", &c.memory_mib.to_string(), "-smp", &c.vcpus.to_string()]);
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&[
+        "-m",
+        &c.memory_mib.to_string(),
+        "-smp",
+        &c.vcpus.to_string(),
+    ]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     push(&["-serial", "stdio"]);
     match boot {
         Boot::Disk(img) => {

@@ -123,21 +123,30 @@ impl Walker<'_> {
                 }
                 self.dir(&path, &rel, out.as_deref())?;
             } else if ft.is_file() {
-                self.file(&path, &rel, meta.permissions().mode() & 0o7777, out.as_deref())?;
+                self.file(
+                    &path,
+                    &rel,
+                    meta.permissions().mode() & 0o7777,
+                    out.as_deref(),
+                )?;
             } else if ft.is_symlink() {
                 match fs::canonicalize(&path) {
-                    Ok(target) if target.starts_with(self.root) => {
-                        match fs::metadata(&target) {
-                            Ok(m) if m.is_file() => {
-                                self.file(&target, &rel, m.permissions().mode() & 0o7777, out.as_deref())?
-                            }
-                            Ok(_) => self.skip(&rel, "symlink to a directory"),
-                            Err(e) => self.skip(&rel, &format!("symlink target unreadable: {e}")),
-                        }
-                    }
+                    Ok(target) if target.starts_with(self.root) => match fs::metadata(&target) {
+                        Ok(m) if m.is_file() => self.file(
+                            &target,
+                            &rel,
+                            m.permissions().mode() & 0o7777,
+                            out.as_deref(),
+                        )?,
+                        Ok(_) => self.skip(&rel, "symlink to a directory"),
+                        Err(e) => self.skip(&rel, &format!("symlink target unreadable: {e}")),
+                    },
                     Ok(target) => self.skip(
                         &rel,
-                        &format!("symlink resolves outside the volume (to {})", target.display()),
+                        &format!(
+                            "symlink resolves outside the volume (to {})",
+                            target.display()
+                        ),
                     ),
                     Err(_) => self.skip(&rel, "dangling symlink"),
                 }
@@ -148,8 +157,15 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn file(&mut self, src: &Path, rel: &Path, mode: u32, out: Option<&Path>) -> Result<(), StageError> {
-        self.hasher.field("file", rel.as_os_str().as_encoded_bytes());
+    fn file(
+        &mut self,
+        src: &Path,
+        rel: &Path,
+        mode: u32,
+        out: Option<&Path>,
+    ) -> Result<(), StageError> {
+        self.hasher
+            .field("file", rel.as_os_str().as_encoded_bytes());
         self.hasher.field("mode", &mode.to_le_bytes());
         let n = match out {
             None => self.hasher.file("content", src, None),
@@ -244,10 +260,19 @@ mod tests {
         assert_eq!(r1.files, 3);
         assert_eq!(r2.skipped.len(), 1, "{:?}", r2.skipped);
         assert!(r2.skipped[0].contains("outside-link"));
-        assert_eq!(fs::read_to_string(dest.join("srv/app/sub/b.txt")).unwrap(), "world");
-        assert_eq!(fs::read_to_string(dest.join("srv/app/inside-link")).unwrap(), "hello");
+        assert_eq!(
+            fs::read_to_string(dest.join("srv/app/sub/b.txt")).unwrap(),
+            "world"
+        );
+        assert_eq!(
+            fs::read_to_string(dest.join("srv/app/inside-link")).unwrap(),
+            "hello"
+        );
         assert!(!dest.join("srv/app/outside-link").exists());
-        let mode = fs::metadata(dest.join("srv/app/sub/b.txt")).unwrap().permissions().mode();
+        let mode = fs::metadata(dest.join("srv/app/sub/b.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
 
         // One changed byte changes the hash; so does a mode change.

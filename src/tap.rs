@@ -51,14 +51,21 @@ pub fn iface_exists(name: &str) -> bool {
 }
 
 pub fn is_tap(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).join("tun_flags").exists()
+    Path::new("/sys/class/net")
+        .join(name)
+        .join("tun_flags")
+        .exists()
 }
 
 pub fn check_bridge(bridge: &str) -> Result<(), NetError> {
     if !iface_exists(bridge) {
         return Err(NetError::NoBridge(bridge.into()));
     }
-    if !Path::new("/sys/class/net").join(bridge).join("bridge").exists() {
+    if !Path::new("/sys/class/net")
+        .join(bridge)
+        .join("bridge")
+        .exists()
+    {
         return Err(NetError::NotABridge(bridge.into()));
     }
     Ok(())
@@ -98,7 +105,13 @@ fn tun_fd(name: &str) -> Result<(fs::File, IfReq), NetError> {
     Ok((f, req))
 }
 
-fn ioctl_int(f: &fs::File, name: &str, op: &'static str, req: libc::c_ulong, v: libc::c_ulong) -> Result<(), NetError> {
+fn ioctl_int(
+    f: &fs::File,
+    name: &str,
+    op: &'static str,
+    req: libc::c_ulong,
+    v: libc::c_ulong,
+) -> Result<(), NetError> {
     // SAFETY: these tun ioctls take an integer argument.
     if unsafe { libc::ioctl(f.as_raw_fd(), req, v) } < 0 {
         return Err(NetError::Ioctl {

@@ -33,46 +33,246 @@ fn good(dir: &Path) -> Value {
 
 fn cases() -> Vec<Case> {
     vec![
-        Case { what: "malformed IP", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.300".into(), field: "network.ip", value: "10.99.0.300" },
-        Case { what: "IP equal to the gateway", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.1".into(), field: "network.ip", value: "10.99.0.1" },
-        Case { what: "IP outside the subnet", name: "web", edit: |c, _| c["network"]["ip"] = "10.98.0.2".into(), field: "network.ip", value: "10.98.0.2" },
-        Case { what: "network address", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.0".into(), field: "network.ip", value: "10.99.0.0" },
-        Case { what: "broadcast address", name: "web", edit: |c, _| c["network"]["ip"] = "10.99.0.255".into(), field: "network.ip", value: "10.99.0.255" },
-        Case { what: "duplicate IP with another config", name: "web", edit: |_, d| {
-            let mut other = good(d);
-            other["name"] = "other".into();
-            fs::write(d.join("etc/other.json"), other.to_string()).unwrap();
-        }, field: "network.ip", value: "10.99.0.2" },
-        Case { what: "missing program", name: "web", edit: |c, _| { c.as_object_mut().unwrap().remove("program"); }, field: "program", value: "null" },
-        Case { what: "program not an ELF", name: "web", edit: |c, d| {
-            fs::write(d.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
-            c["program"] = d.join("script.sh").display().to_string().into();
-        }, field: "program", value: "script.sh" },
-        Case { what: "program does not exist", name: "web", edit: |c, _| c["program"] = "/nonexistent/server".into(), field: "program", value: "/nonexistent/server" },
-        Case { what: "relative program", name: "web", edit: |c, _| c["program"] = "bin/server".into(), field: "program", value: "bin/server" },
-        Case { what: "relative volume target", name: "web", edit: |c, _| c["volumes"][0]["target"] = "srv/www".into(), field: "volumes[0].target", value: "srv/www" },
-        Case { what: "`..` in volume target", name: "web", edit: |c, _| c["volumes"][0]["target"] = "/srv/../etc".into(), field: "volumes[0].target", value: "/srv/../etc" },
-        Case { what: "missing volume source", name: "web", edit: |c, _| c["volumes"][0]["source"] = "/nonexistent/vol".into(), field: "volumes[0].source", value: "/nonexistent/vol" },
-        Case { what: "volume source is a file", name: "web", edit: |c, _| c["volumes"][0]["source"] = "/bin/true".into(), field: "volumes[0].source", value: "/bin/true" },
-        Case { what: "name with /", name: "web", edit: |c, _| c["name"] = "we/b".into(), field: "name", value: "we/b" },
-        Case { what: "name argument with /", name: "a/b", edit: |_, _| {}, field: "name (argument)", value: "a/b" },
-        Case { what: "name too long", name: "web", edit: |c, _| c["name"] = "x".repeat(65).into(), field: "name", value: "xxxxxxxxxxxxxxxx" },
-        Case { what: "name does not match the file", name: "web", edit: |c, _| c["name"] = "api".into(), field: "name", value: "api" },
-        Case { what: "zero memory", name: "web", edit: |c, _| c["memory_mib"] = 0.into(), field: "memory_mib", value: "0" },
-        Case { what: "zero vcpus", name: "web", edit: |c, _| c["vcpus"] = 0.into(), field: "vcpus", value: "0" },
-        Case { what: "unknown field", name: "web", edit: |c, _| c["memroy_mib"] = 64.into(), field: "memroy_mib", value: "memroy_mib" },
-        Case { what: "unknown nested field", name: "web", edit: |c, _| c["network"]["adress"] = "x".into(), field: "network", value: "adress" },
-        Case { what: "wrong type", name: "web", edit: |c, _| c["vcpus"] = "two".into(), field: "vcpus", value: "two" },
-        Case { what: "unknown accel", name: "web", edit: |c, _| c["accel"] = "hvf".into(), field: "accel", value: "hvf" },
-        Case { what: "unknown network mode", name: "web", edit: |c, _| c["network"]["mode"] = "macvtap".into(), field: "network.mode", value: "macvtap" },
-        Case { what: "multicast MAC", name: "web", edit: |c, _| c["network"]["mac"] = "01:00:5e:00:00:01".into(), field: "network.mac", value: "01:00:5e:00:00:01" },
-        Case { what: "TAP name too long", name: "web", edit: |c, _| c["network"]["tap"] = "tap-name-too-long".into(), field: "network.tap", value: "tap-name-too-long" },
-        Case { what: "bridge-only IP in user mode", name: "web", edit: |c, _| c["network"]["mode"] = "user".into(), field: "network.ip", value: "10.99.0.2" },
-        Case { what: "port forwards in bridge mode", name: "web", edit: |c, _| c["network"]["ports"] = json!([{"host": 8080, "guest": 80}]), field: "network.ports", value: "1 forward" },
-        Case { what: "bad env name", name: "web", edit: |c, _| c["env"] = json!({"BAD-NAME": "1"}), field: "env.BAD-NAME", value: "BAD-NAME" },
-        Case { what: "future schema version", name: "web", edit: |c, _| c["schema_version"] = 2.into(), field: "schema_version", value: "2" },
-        Case { what: "ops_extra overrides Dirs", name: "web", edit: |c, _| c["ops_extra"] = json!({"Dirs": ["/etc"]}), field: "ops_extra.Dirs", value: "/etc" },
-        Case { what: "nanos_dir without kernel.img", name: "web", edit: |c, d| c["nanos_dir"] = d.join("vol").display().to_string().into(), field: "nanos_dir", value: "vol" },
+        Case {
+            what: "malformed IP",
+            name: "web",
+            edit: |c, _| c["network"]["ip"] = "10.99.0.300".into(),
+            field: "network.ip",
+            value: "10.99.0.300",
+        },
+        Case {
+            what: "IP equal to the gateway",
+            name: "web",
+            edit: |c, _| c["network"]["ip"] = "10.99.0.1".into(),
+            field: "network.ip",
+            value: "10.99.0.1",
+        },
+        Case {
+            what: "IP outside the subnet",
+            name: "web",
+            edit: |c, _| c["network"]["ip"] = "10.98.0.2".into(),
+            field: "network.ip",
+            value: "10.98.0.2",
+        },
+        Case {
+            what: "network address",
+            name: "web",
+            edit: |c, _| c["network"]["ip"] = "10.99.0.0".into(),
+            field: "network.ip",
+            value: "10.99.0.0",
+        },
+        Case {
+            what: "broadcast address",
+            name: "web",
+            edit: |c, _| c["network"]["ip"] = "10.99.0.255".into(),
+            field: "network.ip",
+            value: "10.99.0.255",
+        },
+        Case {
+            what: "duplicate IP with another config",
+            name: "web",
+            edit: |_, d| {
+                let mut other = good(d);
+                other["name"] = "other".into();
+                fs::write(d.join("etc/other.json"), other.to_string()).unwrap();
+            },
+            field: "network.ip",
+            value: "10.99.0.2",
+        },
+        Case {
+            what: "missing program",
+            name: "web",
+            edit: |c, _| {
+                c.as_object_mut().unwrap().remove("program");
+            },
+            field: "program",
+            value: "null",
+        },
+        Case {
+            what: "program not an ELF",
+            name: "web",
+            edit: |c, d| {
+                fs::write(d.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
+                c["program"] = d.join("script.sh").display().to_string().into();
+            },
+            field: "program",
+            value: "script.sh",
+        },
+        Case {
+            what: "program does not exist",
+            name: "web",
+            edit: |c, _| c["program"] = "/nonexistent/server".into(),
+            field: "program",
+            value: "/nonexistent/server",
+        },
+        Case {
+            what: "relative program",
+            name: "web",
+            edit: |c, _| c["program"] = "bin/server".into(),
+            field: "program",
+            value: "bin/server",
+        },
+        Case {
+            what: "relative volume target",
+            name: "web",
+            edit: |c, _| c["volumes"][0]["target"] = "srv/www".into(),
+            field: "volumes[0].target",
+            value: "srv/www",
+        },
+        Case {
+            what: "`..` in volume target",
+            name: "web",
+            edit: |c, _| c["volumes"][0]["target"] = "/srv/../etc".into(),
+            field: "volumes[0].target",
+            value: "/srv/../etc",
+        },
+        Case {
+            what: "missing volume source",
+            name: "web",
+            edit: |c, _| c["volumes"][0]["source"] = "/nonexistent/vol".into(),
+            field: "volumes[0].source",
+            value: "/nonexistent/vol",
+        },
+        Case {
+            what: "volume source is a file",
+            name: "web",
+            edit: |c, _| c["volumes"][0]["source"] = "/bin/true".into(),
+            field: "volumes[0].source",
+            value: "/bin/true",
+        },
+        Case {
+            what: "name with /",
+            name: "web",
+            edit: |c, _| c["name"] = "we/b".into(),
+            field: "name",
+            value: "we/b",
+        },
+        Case {
+            what: "name argument with /",
+            name: "a/b",
+            edit: |_, _| {},
+            field: "name (argument)",
+            value: "a/b",
+        },
+        Case {
+            what: "name too long",
+            name: "web",
+            edit: |c, _| c["name"] = "x".repeat(65).into(),
+            field: "name",
+            value: "xxxxxxxxxxxxxxxx",
+        },
+        Case {
+            what: "name does not match the file",
+            name: "web",
+            edit: |c, _| c["name"] = "api".into(),
+            field: "name",
+            value: "api",
+        },
+        Case {
+            what: "zero memory",
+            name: "web",
+            edit: |c, _| c["memory_mib"] = 0.into(),
+            field: "memory_mib",
+            value: "0",
+        },
+        Case {
+            what: "zero vcpus",
+            name: "web",
+            edit: |c, _| c["vcpus"] = 0.into(),
+            field: "vcpus",
+            value: "0",
+        },
+        Case {
+            what: "unknown field",
+            name: "web",
+            edit: |c, _| c["memroy_mib"] = 64.into(),
+            field: "memroy_mib",
+            value: "memroy_mib",
+        },
+        Case {
+            what: "unknown nested field",
+            name: "web",
+            edit: |c, _| c["network"]["adress"] = "x".into(),
+            field: "network",
+            value: "adress",
+        },
+        Case {
+            what: "wrong type",
+            name: "web",
+            edit: |c, _| c["vcpus"] = "two".into(),
+            field: "vcpus",
+            value: "two",
+        },
+        Case {
+            what: "unknown accel",
+            name: "web",
+            edit: |c, _| c["accel"] = "hvf".into(),
+            field: "accel",
+            value: "hvf",
+        },
+        Case {
+            what: "unknown network mode",
+            name: "web",
+            edit: |c, _| c["network"]["mode"] = "macvtap".into(),
+            field: "network.mode",
+            value: "macvtap",
+        },
+        Case {
+            what: "multicast MAC",
+            name: "web",
+            edit: |c, _| c["network"]["mac"] = "01:00:5e:00:00:01".into(),
+            field: "network.mac",
+            value: "01:00:5e:00:00:01",
+        },
+        Case {
+            what: "TAP name too long",
+            name: "web",
+            edit: |c, _| c["network"]["tap"] = "tap-name-too-long".into(),
+            field: "network.tap",
+            value: "tap-name-too-long",
+        },
+        Case {
+            what: "bridge-only IP in user mode",
+            name: "web",
+            edit: |c, _| c["network"]["mode"] = "user".into(),
+            field: "network.ip",
+            value: "10.99.0.2",
+        },
+        Case {
+            what: "port forwards in bridge mode",
+            name: "web",
+            edit: |c, _| c["network"]["ports"] = json!([{"host": 8080, "guest": 80}]),
+            field: "network.ports",
+            value: "1 forward",
+        },
+        Case {
+            what: "bad env name",
+            name: "web",
+            edit: |c, _| c["env"] = json!({"BAD-NAME": "1"}),
+            field: "env.BAD-NAME",
+            value: "BAD-NAME",
+        },
+        Case {
+            what: "future schema version",
+            name: "web",
+            edit: |c, _| c["schema_version"] = 2.into(),
+            field: "schema_version",
+            value: "2",
+        },
+        Case {
+            what: "ops_extra overrides Dirs",
+            name: "web",
+            edit: |c, _| c["ops_extra"] = json!({"Dirs": ["/etc"]}),
+            field: "ops_extra.Dirs",
+            value: "/etc",
+        },
+        Case {
+            what: "nanos_dir without kernel.img",
+            name: "web",
+            edit: |c, d| c["nanos_dir"] = d.join("vol").display().to_string().into(),
+            field: "nanos_dir",
+            value: "vol",
+        },
     ]
 }
 
@@ -149,10 +349,18 @@ fn bad_configs_fail_cleanly_naming_field_and_value() {
         }
         println!("{:<36} -> {}", case.what, lines.first().unwrap_or(&""));
         if !problems.is_empty() {
-            failures.push(format!("{}: {} (stderr: {stderr})", case.what, problems.join(", ")));
+            failures.push(format!(
+                "{}: {} (stderr: {stderr})",
+                case.what,
+                problems.join(", ")
+            ));
         }
     }
-    assert!(failures.is_empty(), "bad configs mishandled:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "bad configs mishandled:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -161,7 +369,11 @@ fn good_config_passes_check_config_with_derived_values() {
     fs::create_dir_all(sb.root.join("vol")).unwrap();
     let file = sb.write_config("web", &good(&sb.root));
     let out = sb.run(None, &["check-config", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["network"]["tap"], "mcp-web");
     assert_eq!(v["network"]["netmask"], "255.255.255.0");
@@ -173,7 +385,9 @@ fn good_config_passes_check_config_with_derived_values() {
 
 #[test]
 fn runtime_dir_too_deep_for_a_unix_socket_is_refused_before_anything() {
-    if !common::netns::require_root_or_skip("runtime_dir_too_deep_for_a_unix_socket_is_refused_before_anything") {
+    if !common::netns::require_root_or_skip(
+        "runtime_dir_too_deep_for_a_unix_socket_is_refused_before_anything",
+    ) {
         return;
     }
     let ns = vm::bridge_ns("deeprun");
@@ -193,5 +407,8 @@ fn runtime_dir_too_deep_for_a_unix_socket_is_refused_before_anything() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("too deep") && err.contains("107"), "{err}");
-    assert!(!deep.exists() && !sb.state_dir.exists(), "created dirs despite the error");
+    assert!(
+        !deep.exists() && !sb.state_dir.exists(),
+        "created dirs despite the error"
+    );
 }

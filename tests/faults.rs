@@ -54,7 +54,11 @@ fn helper_killed_during_staging_keeps_last_good_image() {
     fs::write(vol.join("index.html"), "v1").unwrap();
     sb.write_config("web", &build_only_config(&sb, &vol));
     let out = sb.run(None, &["build", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let good = image_hash(&sb);
     let good_initrd = fs::read(sb.state_dir.join("web/image/initrd.img")).unwrap();
 
@@ -63,28 +67,55 @@ fn helper_killed_during_staging_keeps_last_good_image() {
     for i in 0..8 {
         fs::write(vol.join(format!("blob{i}")), &big).unwrap();
     }
-    let child = sb.cmd(None, &["build", "web"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = sb
+        .cmd(None, &["build", "web"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut guard = ChildGuard::new(child);
     let t0 = Instant::now();
     while scratch_dirs(&sb).is_empty() && t0.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(!scratch_dirs(&sb).is_empty(), "never saw the staging scratch dir");
+    assert!(
+        !scratch_dirs(&sb).is_empty(),
+        "never saw the staging scratch dir"
+    );
     std::thread::sleep(Duration::from_millis(30));
     guard.kill_now();
     let st = guard.wait();
-    assert!(!st.success(), "the build finished before it could be killed; make the volume larger");
+    assert!(
+        !st.success(),
+        "the build finished before it could be killed; make the volume larger"
+    );
 
     // The last good image is untouched and still the one in place.
     assert_eq!(image_hash(&sb), good);
-    assert_eq!(fs::read(sb.state_dir.join("web/image/initrd.img")).unwrap(), good_initrd);
+    assert_eq!(
+        fs::read(sb.state_dir.join("web/image/initrd.img")).unwrap(),
+        good_initrd
+    );
     // The next build removes the scratch and builds cleanly.
     let out = sb.run(None, &["build", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("(built)"));
-    assert!(scratch_dirs(&sb).is_empty(), "scratch left: {:?}", scratch_dirs(&sb));
+    assert!(
+        scratch_dirs(&sb).is_empty(),
+        "scratch left: {:?}",
+        scratch_dirs(&sb)
+    );
     assert_ne!(image_hash(&sb), good);
-    assert_eq!(fs::metadata(sb.state_dir.join("web/staging/srv/www/blob7")).unwrap().len(), 64 << 20);
+    assert_eq!(
+        fs::metadata(sb.state_dir.join("web/staging/srv/www/blob7"))
+            .unwrap()
+            .len(),
+        64 << 20
+    );
 }
 
 /// A small tmpfs mounted for the test, unmounted on drop.
@@ -115,16 +146,27 @@ fn disk_full_during_staging_is_a_clear_error_and_keeps_the_old_image() {
     fs::write(vol.join("index.html"), "small").unwrap();
     sb.write_config("web", &build_only_config(&sb, &vol));
     let out = sb.run(None, &["build", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let good = image_hash(&sb);
 
     fs::write(vol.join("big.bin"), vec![1u8; 6 << 20]).unwrap();
     let out = sb.run(None, &["build", "web"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("No space left on device") && err.contains("staging"), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("staging"),
+        "{err}"
+    );
     assert_eq!(image_hash(&sb), good, "the last good image was replaced");
-    assert!(scratch_dirs(&sb).is_empty(), "half-staged scratch left: {:?}", scratch_dirs(&sb));
+    assert!(
+        scratch_dirs(&sb).is_empty(),
+        "half-staged scratch left: {:?}",
+        scratch_dirs(&sb)
+    );
     assert!(!sb.state_dir.join("web/staging/srv/www/big.bin").exists());
 }
 
@@ -152,21 +194,42 @@ fn qemus_for(dir: &Path) -> Vec<i32> {
 #[test]
 fn tap_left_behind_owned_by_another_user_is_taken_over() {
     let test = "tap_left_behind_owned_by_another_user_is_taken_over";
-    let Some((sb, ns, guest)) = standin(test) else { return };
+    let Some((sb, ns, guest)) = standin(test) else {
+        return;
+    };
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("index.html"), "taken over\n").unwrap();
     sb.write_config("web", &guest.config("web", "10.99.0.2", &vol));
-    ns.run(&["ip", "tuntap", "add", "dev", "mcp-web", "mode", "tap", "user", "nobody"]);
-    let child = sb.cmd(Some(&ns), &["start", "web"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    ns.run(&[
+        "ip", "tuntap", "add", "dev", "mcp-web", "mode", "tap", "user", "nobody",
+    ]);
+    let child = sb
+        .cmd(Some(&ns), &["start", "web"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut guard = ChildGuard::new(child);
     assert!(
-        vm::wait_http(&ns, "http://10.99.0.2:8080/", "taken over\n", Duration::from_secs(90)).is_some(),
+        vm::wait_http(
+            &ns,
+            "http://10.99.0.2:8080/",
+            "taken over\n",
+            Duration::from_secs(90)
+        )
+        .is_some(),
         "guest did not come up on the taken-over TAP"
     );
     let owner = ns.run(&["cat", "/sys/class/net/mcp-web/owner"]);
-    let qemu_uid = Command::new("id").args(["-u", &vm::qemu_user().unwrap()]).output().unwrap();
-    assert_eq!(owner.trim(), String::from_utf8_lossy(&qemu_uid.stdout).trim());
+    let qemu_uid = Command::new("id")
+        .args(["-u", &vm::qemu_user().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        owner.trim(),
+        String::from_utf8_lossy(&qemu_uid.stdout).trim()
+    );
     sb.run(Some(&ns), &["stop", "web"]);
     guard.wait();
     sb.run(Some(&ns), &["cleanup", "web"]);
@@ -175,23 +238,43 @@ fn tap_left_behind_owned_by_another_user_is_taken_over() {
 #[test]
 fn interface_squatting_the_tap_name_is_refused_untouched() {
     let test = "interface_squatting_the_tap_name_is_refused_untouched";
-    let Some((sb, ns, guest)) = standin(test) else { return };
+    let Some((sb, ns, guest)) = standin(test) else {
+        return;
+    };
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     sb.write_config("web", &guest.config("web", "10.99.0.2", &vol));
-    ns.run(&["ip", "link", "add", "mcp-web", "type", "veth", "peer", "name", "mcp-web-peer"]);
+    ns.run(&[
+        "ip",
+        "link",
+        "add",
+        "mcp-web",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mcp-web-peer",
+    ]);
     let out = sb.run(Some(&ns), &["start", "web"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("mcp-web") && err.contains("not a TAP"), "{err}");
-    assert!(vm::links(&ns).contains("mcp-web"), "the squatting interface was removed");
+    assert!(
+        err.contains("mcp-web") && err.contains("not a TAP"),
+        "{err}"
+    );
+    assert!(
+        vm::links(&ns).contains("mcp-web"),
+        "the squatting interface was removed"
+    );
     assert!(qemus_for(&sb.root).is_empty());
 }
 
 #[test]
 fn two_starts_at_once_one_wins_never_two_qemus() {
     let test = "two_starts_at_once_one_wins_never_two_qemus";
-    let Some((sb, ns, guest)) = standin(test) else { return };
+    let Some((sb, ns, guest)) = standin(test) else {
+        return;
+    };
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("index.html"), "only one\n").unwrap();
@@ -216,14 +299,31 @@ fn two_starts_at_once_one_wins_never_two_qemus() {
         if let Some(st) = b.try_wait() {
             break (a, (b, st));
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "neither start exited");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "neither start exited"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!loser.1.success());
     let err = loser.0.stderr_text();
-    assert!(err.contains("already running or starting") || err.contains("already running"), "{err}");
-    assert!(vm::wait_http(&ns, "http://10.99.0.2:8080/", "only one\n", Duration::from_secs(90)).is_some());
-    assert_eq!(qemus_for(&sb.root).len(), 1, "QEMUs: {:?}", qemus_for(&sb.root));
+    assert!(
+        err.contains("already running or starting") || err.contains("already running"),
+        "{err}"
+    );
+    assert!(vm::wait_http(
+        &ns,
+        "http://10.99.0.2:8080/",
+        "only one\n",
+        Duration::from_secs(90)
+    )
+    .is_some());
+    assert_eq!(
+        qemus_for(&sb.root).len(),
+        1,
+        "QEMUs: {:?}",
+        qemus_for(&sb.root)
+    );
     sb.run(Some(&ns), &["stop", "web"]);
     winner.wait();
     sb.run(Some(&ns), &["cleanup", "web"]);

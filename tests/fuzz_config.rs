@@ -13,7 +13,10 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn cases() -> u32 {
-    std::env::var("MCP_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256)
+    std::env::var("MCP_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256)
 }
 
 fn check(text: &str) {
@@ -27,7 +30,10 @@ fn check(text: &str) {
             assert!(v.config.name.len() <= 64);
             for vol in &v.config.volumes {
                 assert!(vol.target.is_absolute());
-                assert!(!vol.target.components().any(|c| c == std::path::Component::ParentDir));
+                assert!(!vol
+                    .target
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir));
             }
             if let ResolvedNet::Bridge(b) = &v.net {
                 let mask = u32::from(b.netmask);
@@ -49,7 +55,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,24}".prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -57,8 +65,12 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("name".to_string()), Just("network".to_string()), Just("ip".to_string()),
-                    Just("volumes".to_string()), Just("program".to_string()), ".{0,10}".prop_map(String::from)
+                    Just("name".to_string()),
+                    Just("network".to_string()),
+                    Just("ip".to_string()),
+                    Just("volumes".to_string()),
+                    Just("program".to_string()),
+                    ".{0,10}".prop_map(String::from)
                 ],
                 inner,
                 0..6

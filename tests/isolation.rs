@@ -38,10 +38,25 @@ struct VmDecl {
     mac: &'static str,
 }
 
-const VM1: VmDecl = VmDecl { name: "vm1", tap: "mcp-vm1", ip: "10.99.0.2", mac: "02:00:00:00:00:01" };
-const VM2: VmDecl = VmDecl { name: "vm2", tap: "mcp-vm2", ip: "10.99.0.3", mac: "02:00:00:00:00:02" };
+const VM1: VmDecl = VmDecl {
+    name: "vm1",
+    tap: "mcp-vm1",
+    ip: "10.99.0.2",
+    mac: "02:00:00:00:00:01",
+};
+const VM2: VmDecl = VmDecl {
+    name: "vm2",
+    tap: "mcp-vm2",
+    ip: "10.99.0.3",
+    mac: "02:00:00:00:00:02",
+};
 /// Attached to the bridge, but not declared to the rules.
-const ROGUE: VmDecl = VmDecl { name: "rogue", tap: "rogue0", ip: "10.99.0.9", mac: "02:00:00:00:00:09" };
+const ROGUE: VmDecl = VmDecl {
+    name: "rogue",
+    tap: "rogue0",
+    ip: "10.99.0.9",
+    mac: "02:00:00:00:00:09",
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -123,9 +138,15 @@ fn prerequisites(test: &str) -> bool {
         return false;
     }
     for (prog, why) in [
-        ("nix-instantiate", "nix-instantiate not found: cannot evaluate nixos/lib/nftables.nix"),
+        (
+            "nix-instantiate",
+            "nix-instantiate not found: cannot evaluate nixos/lib/nftables.nix",
+        ),
         ("nft", "nft not found"),
-        ("python3", "python3 not found: the probes and listeners use it"),
+        (
+            "python3",
+            "python3 not found: the probes and listeners use it",
+        ),
     ] {
         if !have(prog) {
             netns::skip(test, why);
@@ -143,7 +164,12 @@ fn nix_expr(vms: &[&VmDecl], tcp: &[u32], udp: &[u32]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("nixos/lib/nftables.nix");
     let vms: Vec<String> = vms
         .iter()
-        .map(|v| format!(r#"{{ name = "{}"; tap = "{}"; ip = "{}"; mac = "{}"; }}"#, v.name, v.tap, v.ip, v.mac))
+        .map(|v| {
+            format!(
+                r#"{{ name = "{}"; tap = "{}"; ip = "{}"; mac = "{}"; }}"#,
+                v.name, v.tap, v.ip, v.mac
+            )
+        })
         .collect();
     let ports = |ps: &[u32]| nix_list(&ps.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     format!(
@@ -159,7 +185,10 @@ fn nix_expr(vms: &[&VmDecl], tcp: &[u32], udp: &[u32]) -> String {
 fn nix_eval(expr: &str) -> Result<serde_json::Value, String> {
     let out = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json", "--expr", expr])
-        .env("NIX_CONFIG", "substituters =\nexperimental-features = nix-command flakes")
+        .env(
+            "NIX_CONFIG",
+            "substituters =\nexperimental-features = nix-command flakes",
+        )
         .stdin(Stdio::null())
         .output()
         .expect("run nix-instantiate");
@@ -170,7 +199,8 @@ fn nix_eval(expr: &str) -> Result<serde_json::Value, String> {
 }
 
 fn ruleset(vms: &[&VmDecl], tcp: &[u32], udp: &[u32]) -> String {
-    let v = nix_eval(&format!("({}).ruleset", nix_expr(vms, tcp, udp))).unwrap_or_else(|e| panic!("nix eval: {e}"));
+    let v = nix_eval(&format!("({}).ruleset", nix_expr(vms, tcp, udp)))
+        .unwrap_or_else(|e| panic!("nix eval: {e}"));
     v.as_str().expect("ruleset is a string").to_owned()
 }
 
@@ -181,7 +211,8 @@ struct TempFile(PathBuf);
 impl TempFile {
     fn new(text: &str) -> TempFile {
         let n = FILE_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("isolation-{}-{n}.nft", std::process::id()));
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("isolation-{}-{n}.nft", std::process::id()));
         std::fs::write(&p, text).unwrap();
         TempFile(p)
     }
@@ -223,20 +254,63 @@ impl Lab {
         h.run(&["ip", "addr", "add", &format!("{GW}/24"), "dev", BRIDGE]);
         h.run(&["ip", "link", "set", BRIDGE, "up"]);
         h.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        for (ns, decl, iso) in [(&lab.vm1, &VM1, isolated), (&lab.vm2, &VM2, isolated), (&lab.rogue, &ROGUE, false)] {
-            h.run(&["ip", "link", "add", decl.tap, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        for (ns, decl, iso) in [
+            (&lab.vm1, &VM1, isolated),
+            (&lab.vm2, &VM2, isolated),
+            (&lab.rogue, &ROGUE, false),
+        ] {
+            h.run(&[
+                "ip", "link", "add", decl.tap, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns.name,
+            ]);
             h.run(&["ip", "link", "set", decl.tap, "master", BRIDGE]);
             if iso {
-                h.run(&["ip", "link", "set", "dev", decl.tap, "type", "bridge_slave", "isolated", "on"]);
+                h.run(&[
+                    "ip",
+                    "link",
+                    "set",
+                    "dev",
+                    decl.tap,
+                    "type",
+                    "bridge_slave",
+                    "isolated",
+                    "on",
+                ]);
             }
             h.run(&["ip", "link", "set", decl.tap, "up"]);
             ns.run(&["ip", "link", "set", "eth0", "address", decl.mac]);
-            ns.run(&["ip", "addr", "add", &format!("{}/24", decl.ip), "dev", "eth0"]);
+            ns.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", decl.ip),
+                "dev",
+                "eth0",
+            ]);
             ns.run(&["ip", "link", "set", "eth0", "up"]);
             ns.run(&["ip", "route", "add", "default", "via", GW]);
         }
-        h.run(&["ip", "link", "add", "out0", "type", "veth", "peer", "name", "eth0", "netns", &lab.outside.name]);
-        h.run(&["ip", "addr", "add", &format!("{OUTSIDE_HOST}/24"), "dev", "out0"]);
+        h.run(&[
+            "ip",
+            "link",
+            "add",
+            "out0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &lab.outside.name,
+        ]);
+        h.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OUTSIDE_HOST}/24"),
+            "dev",
+            "out0",
+        ]);
         h.run(&["ip", "link", "set", "out0", "up"]);
         let o = &lab.outside;
         o.run(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
@@ -279,9 +353,16 @@ impl Lab {
             {
                 let g = servers.last_mut().unwrap();
                 if let Some(st) = g.try_wait() {
-                    panic!("listener {addr}:{port} in {} exited {st}: {}", ns.name, g.stderr_text());
+                    panic!(
+                        "listener {addr}:{port} in {} exited {st}: {}",
+                        ns.name,
+                        g.stderr_text()
+                    );
                 }
-                assert!(t0.elapsed() < Duration::from_secs(10), "listener {addr}:{port} not ready");
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "listener {addr}:{port} not ready"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -289,9 +370,29 @@ impl Lab {
 
         // vm1 knows the gateway's MAC statically, so the spoofed-source-IP cell
         // sends IPv4 right away (it tests the IPv4 rule, not ARP).
-        let br_mac = lab.host.run(&["cat", &format!("/sys/class/net/{BRIDGE}/address")]);
-        lab.vm1.run(&["ip", "neigh", "replace", GW, "lladdr", br_mac.trim(), "dev", "eth0", "nud", "permanent"]);
-        lab.vm1.run(&["ip", "addr", "add", &format!("{SPOOF_IP}/24"), "dev", "eth0"]);
+        let br_mac = lab
+            .host
+            .run(&["cat", &format!("/sys/class/net/{BRIDGE}/address")]);
+        lab.vm1.run(&[
+            "ip",
+            "neigh",
+            "replace",
+            GW,
+            "lladdr",
+            br_mac.trim(),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+        lab.vm1.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SPOOF_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
         lab
     }
 }
@@ -313,8 +414,16 @@ struct Cell {
 }
 
 enum Probe<'a> {
-    Tcp { ns: &'a NetNs, dst: &'a str, port: u16, src: Option<&'a str> },
-    Ping { ns: &'a NetNs, dst: &'a str },
+    Tcp {
+        ns: &'a NetNs,
+        dst: &'a str,
+        port: u16,
+        src: Option<&'a str>,
+    },
+    Ping {
+        ns: &'a NetNs,
+        dst: &'a str,
+    },
 }
 
 impl Probe<'_> {
@@ -334,13 +443,22 @@ impl Probe<'_> {
                 c
             }
         };
-        ChildGuard::new(c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn probe"))
+        ChildGuard::new(
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn probe"),
+        )
     }
 }
 
 /// Run probes concurrently (each bounded by its own 1 s timeout).
 fn run_probes(cells: Vec<(String, String, Exp, Probe)>) -> Vec<Cell> {
-    let mut running: Vec<_> = cells.into_iter().map(|(f, t, e, p)| (f, t, e, p.spawn())).collect();
+    let mut running: Vec<_> = cells
+        .into_iter()
+        .map(|(f, t, e, p)| (f, t, e, p.spawn()))
+        .collect();
     running
         .iter_mut()
         .map(|(from, to, expected, g)| {
@@ -351,12 +469,26 @@ fn run_probes(cells: Vec<(String, String, Exp, Probe)>) -> Vec<Cell> {
                 Some(1) => Exp::Blocked,
                 _ => panic!("probe {from} -> {to} failed to run ({st}): {err}"),
             };
-            Cell { from: from.clone(), to: to.clone(), expected: *expected, observed, detail: err.trim().to_owned() }
+            Cell {
+                from: from.clone(),
+                to: to.clone(),
+                expected: *expected,
+                observed,
+                detail: err.trim().to_owned(),
+            }
         })
         .collect()
 }
 
-fn tcp<'a>(from: &str, to: &str, e: Exp, ns: &'a NetNs, dst: &'a str, port: u16, src: Option<&'a str>) -> (String, String, Exp, Probe<'a>) {
+fn tcp<'a>(
+    from: &str,
+    to: &str,
+    e: Exp,
+    ns: &'a NetNs,
+    dst: &'a str,
+    port: u16,
+    src: Option<&'a str>,
+) -> (String, String, Exp, Probe<'a>) {
     (from.into(), to.into(), e, Probe::Tcp { ns, dst, port, src })
 }
 
@@ -366,38 +498,150 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
     use Exp::*;
     let gw_allowed = format!("gateway {GW}:{ALLOWED_TCP} (allowed)");
     let mut cells = run_probes(vec![
-        tcp("vm1", &gw_allowed, Open, &lab.vm1, GW, ALLOWED_TCP, Some(VM1.ip)),
+        tcp(
+            "vm1",
+            &gw_allowed,
+            Open,
+            &lab.vm1,
+            GW,
+            ALLOWED_TCP,
+            Some(VM1.ip),
+        ),
         tcp("vm2", &gw_allowed, Open, &lab.vm2, GW, ALLOWED_TCP, None),
-        tcp("vm1", &format!("gateway {GW}:{OTHER_TCP} (not allowed)"), Blocked, &lab.vm1, GW, OTHER_TCP, Some(VM1.ip)),
-        ("vm1".into(), format!("gateway {GW} ICMP echo"), Open, Probe::Ping { ns: &lab.vm1, dst: GW }),
-        tcp("vm1", &format!("vm2 {}:{SRV}", VM2.ip), Blocked, &lab.vm1, VM2.ip, SRV, Some(VM1.ip)),
-        tcp("vm2", &format!("vm1 {}:{SRV}", VM1.ip), Blocked, &lab.vm2, VM1.ip, SRV, None),
-        tcp("vm1", &format!("outside {OUTSIDE}:{SRV}"), Blocked, &lab.vm1, OUTSIDE, SRV, Some(VM1.ip)),
-        tcp("outside", &format!("vm1 {}:{SRV}", VM1.ip), Blocked, &lab.outside, VM1.ip, SRV, None),
-        tcp(&format!("vm1 spoofing src {SPOOF_IP}"), &gw_allowed, Blocked, &lab.vm1, GW, ALLOWED_TCP, Some(SPOOF_IP)),
-        tcp("rogue (undeclared port)", &gw_allowed, Blocked, &lab.rogue, GW, ALLOWED_TCP, None),
-        tcp("rogue (undeclared port)", &format!("vm1 {}:{SRV}", VM1.ip), Blocked, &lab.rogue, VM1.ip, SRV, None),
-        tcp("host", &format!("vm1 {}:{SRV}", VM1.ip), Open, &lab.host, VM1.ip, SRV, None),
-        tcp("host", &format!("vm2 {}:{SRV}", VM2.ip), Open, &lab.host, VM2.ip, SRV, None),
-        ("host".into(), format!("vm1 {} ICMP echo", VM1.ip), Open, Probe::Ping { ns: &lab.host, dst: VM1.ip }),
+        tcp(
+            "vm1",
+            &format!("gateway {GW}:{OTHER_TCP} (not allowed)"),
+            Blocked,
+            &lab.vm1,
+            GW,
+            OTHER_TCP,
+            Some(VM1.ip),
+        ),
+        (
+            "vm1".into(),
+            format!("gateway {GW} ICMP echo"),
+            Open,
+            Probe::Ping {
+                ns: &lab.vm1,
+                dst: GW,
+            },
+        ),
+        tcp(
+            "vm1",
+            &format!("vm2 {}:{SRV}", VM2.ip),
+            Blocked,
+            &lab.vm1,
+            VM2.ip,
+            SRV,
+            Some(VM1.ip),
+        ),
+        tcp(
+            "vm2",
+            &format!("vm1 {}:{SRV}", VM1.ip),
+            Blocked,
+            &lab.vm2,
+            VM1.ip,
+            SRV,
+            None,
+        ),
+        tcp(
+            "vm1",
+            &format!("outside {OUTSIDE}:{SRV}"),
+            Blocked,
+            &lab.vm1,
+            OUTSIDE,
+            SRV,
+            Some(VM1.ip),
+        ),
+        tcp(
+            "outside",
+            &format!("vm1 {}:{SRV}", VM1.ip),
+            Blocked,
+            &lab.outside,
+            VM1.ip,
+            SRV,
+            None,
+        ),
+        tcp(
+            &format!("vm1 spoofing src {SPOOF_IP}"),
+            &gw_allowed,
+            Blocked,
+            &lab.vm1,
+            GW,
+            ALLOWED_TCP,
+            Some(SPOOF_IP),
+        ),
+        tcp(
+            "rogue (undeclared port)",
+            &gw_allowed,
+            Blocked,
+            &lab.rogue,
+            GW,
+            ALLOWED_TCP,
+            None,
+        ),
+        tcp(
+            "rogue (undeclared port)",
+            &format!("vm1 {}:{SRV}", VM1.ip),
+            Blocked,
+            &lab.rogue,
+            VM1.ip,
+            SRV,
+            None,
+        ),
+        tcp(
+            "host",
+            &format!("vm1 {}:{SRV}", VM1.ip),
+            Open,
+            &lab.host,
+            VM1.ip,
+            SRV,
+            None,
+        ),
+        tcp(
+            "host",
+            &format!("vm2 {}:{SRV}", VM2.ip),
+            Open,
+            &lab.host,
+            VM2.ip,
+            SRV,
+            None,
+        ),
+        (
+            "host".into(),
+            format!("vm1 {} ICMP echo", VM1.ip),
+            Open,
+            Probe::Ping {
+                ns: &lab.host,
+                dst: VM1.ip,
+            },
+        ),
     ]);
 
     // ARP spoofing: vm1 (own MAC) claims vm2's IP in an ARP request to the
     // gateway. Observed "open" when the host's neighbour table took the claim.
     lab.host.run(&["ip", "neigh", "flush", "dev", BRIDGE]);
-    lab.vm1.run(&["python3", "-c", &py(PY_ARP), "eth0", VM1.mac, VM2.ip, GW]);
+    lab.vm1
+        .run(&["python3", "-c", &py(PY_ARP), "eth0", VM1.mac, VM2.ip, GW]);
     std::thread::sleep(Duration::from_millis(300));
-    let neigh = lab.host.run(&["ip", "neigh", "show", VM2.ip, "dev", BRIDGE]);
+    let neigh = lab
+        .host
+        .run(&["ip", "neigh", "show", VM2.ip, "dev", BRIDGE]);
     cells.push(Cell {
         from: format!("vm1 ARP claiming {}", VM2.ip),
         to: "gateway neighbour table".into(),
         expected: Blocked,
-        observed: if neigh.contains(VM1.mac) { Open } else { Blocked },
+        observed: if neigh.contains(VM1.mac) {
+            Open
+        } else {
+            Blocked
+        },
         detail: format!("host neigh: {:?}", neigh.trim()),
     });
 
     // MAC spoofing: vm1 changes its MAC; the host must re-learn it by ARP.
-    lab.vm1.run(&["ip", "link", "set", "eth0", "address", SPOOF_MAC]);
+    lab.vm1
+        .run(&["ip", "link", "set", "eth0", "address", SPOOF_MAC]);
     lab.host.run(&["ip", "neigh", "flush", "dev", BRIDGE]);
     cells.extend(run_probes(vec![tcp(
         &format!("vm1 with MAC {SPOOF_MAC}"),
@@ -408,7 +652,8 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
         ALLOWED_TCP,
         Some(VM1.ip),
     )]));
-    lab.vm1.run(&["ip", "link", "set", "eth0", "address", VM1.mac]);
+    lab.vm1
+        .run(&["ip", "link", "set", "eth0", "address", VM1.mac]);
     cells
 }
 
@@ -421,19 +666,48 @@ fn show(e: Exp) -> &'static str {
 
 fn print_matrix(title: &str, cells: &[Cell], expect_all_open: bool) {
     println!("== {title}");
-    println!("{:<28} {:<36} {:<9} {:<9}", "from", "to", "expected", "observed");
+    println!(
+        "{:<28} {:<36} {:<9} {:<9}",
+        "from", "to", "expected", "observed"
+    );
     for c in cells {
-        let exp = if expect_all_open { Exp::Open } else { c.expected };
+        let exp = if expect_all_open {
+            Exp::Open
+        } else {
+            c.expected
+        };
         let mark = if exp == c.observed { "ok" } else { "MISMATCH" };
-        println!("{:<28} {:<36} {:<9} {:<9} {mark} {}", c.from, c.to, show(exp), show(c.observed), if mark == "ok" { "" } else { &c.detail });
+        println!(
+            "{:<28} {:<36} {:<9} {:<9} {mark} {}",
+            c.from,
+            c.to,
+            show(exp),
+            show(c.observed),
+            if mark == "ok" { "" } else { &c.detail }
+        );
     }
 }
 
 fn assert_cells(cells: &[Cell], expect_all_open: bool) {
     let bad: Vec<String> = cells
         .iter()
-        .filter(|c| c.observed != if expect_all_open { Exp::Open } else { c.expected })
-        .map(|c| format!("{} -> {}: observed {} ({})", c.from, c.to, show(c.observed), c.detail))
+        .filter(|c| {
+            c.observed
+                != if expect_all_open {
+                    Exp::Open
+                } else {
+                    c.expected
+                }
+        })
+        .map(|c| {
+            format!(
+                "{} -> {}: observed {} ({})",
+                c.from,
+                c.to,
+                show(c.observed),
+                c.detail
+            )
+        })
         .collect();
     assert!(bad.is_empty(), "cells not as expected:\n{}", bad.join("\n"));
 }
@@ -480,7 +754,11 @@ fn probes_are_real_without_rules() {
     }
     let lab = Lab::new(None, false);
     let cells = run_matrix(&lab);
-    print_matrix("NO rules, ports NOT isolated (every cell must be open)", &cells, true);
+    print_matrix(
+        "NO rules, ports NOT isolated (every cell must be open)",
+        &cells,
+        true,
+    );
     assert_cells(&cells, true);
 }
 
@@ -493,7 +771,12 @@ fn ruleset_parses() {
     if !prerequisites("ruleset_parses") {
         return;
     }
-    let vm3 = VmDecl { name: "a-long-name-0", tap: "mcp-a-long-1f2e", ip: "10.99.0.254", mac: "02:12:34:56:78:9a" };
+    let vm3 = VmDecl {
+        name: "a-long-name-0",
+        tap: "mcp-a-long-1f2e",
+        ip: "10.99.0.254",
+        mac: "02:12:34:56:78:9a",
+    };
     for (label, vms, tcp, udp) in [
         ("3 VMs", vec![&VM1, &VM2, &vm3], vec![80, 443], vec![53]),
         ("0 VMs", vec![], vec![], vec![]),
@@ -506,11 +789,16 @@ fn ruleset_parses() {
         ns.run(&["nft", "-f", f.path()]);
         let listed = ns.run(&["nft", "list", "tables"]);
         assert!(
-            listed.contains("table bridge mcp-unikernel\n") && listed.contains("table inet mcp-unikernel-host"),
+            listed.contains("table bridge mcp-unikernel\n")
+                && listed.contains("table inet mcp-unikernel-host"),
             "{label}: tables after load: {listed}"
         );
         for v in &vms {
-            assert!(text.contains(&format!("iifname \"{}\" jump vm-{}", v.tap, v.name)), "{label}: no jump for {}", v.name);
+            assert!(
+                text.contains(&format!("iifname \"{}\" jump vm-{}", v.tap, v.name)),
+                "{label}: no jump for {}",
+                v.name
+            );
         }
         // The per-table split the NixOS module uses holds the same chains.
         let tables = nix_eval(&format!("({}).tables", nix_expr(&vms, &tcp, &udp))).unwrap();
@@ -519,9 +807,15 @@ fn ruleset_parses() {
         for t in ["mcp-unikernel", "mcp-unikernel-host"] {
             let content = tables[t]["content"].as_str().unwrap();
             let first = content.lines().next().unwrap();
-            assert!(text.contains(&format!("  {first}")), "{label}: {t} content not in ruleset");
+            assert!(
+                text.contains(&format!("  {first}")),
+                "{label}: {t} content not in ruleset"
+            );
         }
-        println!("ruleset_parses: {label}: ok ({} lines)", text.lines().count());
+        println!(
+            "ruleset_parses: {label}: ok ({} lines)",
+            text.lines().count()
+        );
     }
 }
 
@@ -531,10 +825,30 @@ fn nix_rejects_bad_values() {
     if !prerequisites("nix_rejects_bad_values") {
         return;
     }
-    let bad_ip = VmDecl { name: "vm1", tap: "mcp-vm1", ip: "10.99.0.300", mac: "02:00:00:00:00:01" };
-    let bad_tap = VmDecl { name: "vm1", tap: "mcp-much-too-long0", ip: "10.99.0.2", mac: "02:00:00:00:00:01" };
-    let bad_mac = VmDecl { name: "vm1", tap: "mcp-vm1", ip: "10.99.0.2", mac: "02:00:00:00:00:0G" };
-    let dup = VmDecl { name: "vm2", tap: "mcp-vm2", ip: "10.99.0.2", mac: "02:00:00:00:00:02" };
+    let bad_ip = VmDecl {
+        name: "vm1",
+        tap: "mcp-vm1",
+        ip: "10.99.0.300",
+        mac: "02:00:00:00:00:01",
+    };
+    let bad_tap = VmDecl {
+        name: "vm1",
+        tap: "mcp-much-too-long0",
+        ip: "10.99.0.2",
+        mac: "02:00:00:00:00:01",
+    };
+    let bad_mac = VmDecl {
+        name: "vm1",
+        tap: "mcp-vm1",
+        ip: "10.99.0.2",
+        mac: "02:00:00:00:00:0G",
+    };
+    let dup = VmDecl {
+        name: "vm2",
+        tap: "mcp-vm2",
+        ip: "10.99.0.2",
+        mac: "02:00:00:00:00:02",
+    };
     for (vms, needle) in [
         (vec![&bad_ip], "10.99.0.300"),
         (vec![&bad_tap], "mcp-much-too-long0"),
@@ -544,6 +858,7 @@ fn nix_rejects_bad_values() {
         let err = nix_eval(&format!("({}).ruleset", nix_expr(&vms, &[80], &[]))).expect_err(needle);
         assert!(err.contains(needle), "error should name {needle}: {err}");
     }
-    let err = nix_eval(&format!("({}).ruleset", nix_expr(&[&VM1], &[70000], &[]))).expect_err("port");
+    let err =
+        nix_eval(&format!("({}).ruleset", nix_expr(&[&VM1], &[70000], &[]))).expect_err("port");
     assert!(err.contains("70000"), "{err}");
 }

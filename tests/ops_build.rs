@@ -54,7 +54,11 @@ fn ops_image(ops: &str, sb: &Sandbox, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -93,7 +97,11 @@ fn ops_build_puts_staged_files_at_guest_paths() {
 
     let out = sb.run(None, &["build", "web"]);
     assert!(out.status.success(), "build failed: {}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(built)"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(built)"),
+        "{}",
+        text(&out)
+    );
     assert!(sb.state_dir.join("web/image/disk.img").is_file());
 
     let ls = ops_image(&ops, &sb, &["ls", "under-test", "/srv/www"]);
@@ -103,23 +111,46 @@ fn ops_build_puts_staged_files_at_guest_paths() {
     assert!(listing.contains("index.html"), "{listing}");
     assert!(listing.contains("certs"), "{listing}");
     assert!(listing.contains("alias.html"), "{listing}");
-    assert!(!listing.contains("escape"), "a symlink out of the volume reached the image: {listing}");
+    assert!(
+        !listing.contains("escape"),
+        "a symlink out of the volume reached the image: {listing}"
+    );
 
     let cat = ops_image(&ops, &sb, &["cat", "under-test", "/srv/www/index.html"]);
-    assert!(text(&cat).contains("served from the image"), "{}", text(&cat));
+    assert!(
+        text(&cat).contains("served from the image"),
+        "{}",
+        text(&cat)
+    );
     let cat = ops_image(&ops, &sb, &["cat", "under-test", "/srv/www/certs/tls.pem"]);
     assert!(text(&cat).contains("BEGIN TEST"), "{}", text(&cat));
     let cat = ops_image(&ops, &sb, &["cat", "under-test", "/srv/www/alias.html"]);
-    assert!(text(&cat).contains("served from the image"), "{}", text(&cat));
+    assert!(
+        text(&cat).contains("served from the image"),
+        "{}",
+        text(&cat)
+    );
 
     // Nothing changed: no ops build. One byte changed: rebuilt, new content.
     let out = sb.run(None, &["build", "web"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not rebuilt"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not rebuilt"),
+        "{}",
+        text(&out)
+    );
     fs::write(vol.join("index.html"), "served from the image!\n").unwrap();
     let out = sb.run(None, &["build", "web"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(built)"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(built)"),
+        "{}",
+        text(&out)
+    );
     let cat = ops_image(&ops, &sb, &["cat", "under-test", "/srv/www/index.html"]);
-    assert!(text(&cat).contains("served from the image!"), "{}", text(&cat));
+    assert!(
+        text(&cat).contains("served from the image!"),
+        "{}",
+        text(&cat)
+    );
 
     // ops wrote nothing outside the VM's state dir (its home is in there).
     assert!(sb.state_dir.join("web/ops-home/.ops").is_dir());

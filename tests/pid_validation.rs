@@ -20,7 +20,10 @@ fn start_ticks(pid: u32) -> u64 {
 }
 
 fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_owned()
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 fn alive(pid: u32) -> bool {
@@ -62,12 +65,19 @@ fn pidfile_naming_unrelated_process_is_stale_and_process_survives() {
     assert_eq!(st["running"], false, "{st}");
     let reason = st["stale"].as_str().expect("stale reported");
     assert!(reason.contains(&pid.to_string()), "{reason}");
-    assert!(!sb.runtime_dir.join("web/qemu.pid").exists(), "stale pidfile kept");
+    assert!(
+        !sb.runtime_dir.join("web/qemu.pid").exists(),
+        "stale pidfile kept"
+    );
 
     // stop must not signal it either.
     record(&sb, "web", pid, start_ticks(pid));
     let out = sb.run(None, &["stop", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
     std::thread::sleep(Duration::from_millis(100));
     assert!(alive(pid), "the unrelated process was signalled");
@@ -122,7 +132,11 @@ fn validated_process_is_running_and_stop_ends_it_by_pidfd() {
     assert_eq!(st["pid"], pid);
     // No config and no QMP socket: stop falls back to SIGTERM via the pidfd.
     let out = sb.run(None, &["stop", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SIGTERM"), "{text}");
     std::thread::sleep(Duration::from_millis(100));

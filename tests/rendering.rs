@@ -13,7 +13,9 @@ use mcp_unikernel::qemu::{self, Boot};
 use serde_json::json;
 
 fn expected(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/expected")
+        .join(name)
 }
 
 fn compare(name: &str, actual: &str) {
@@ -102,5 +104,8 @@ fn direct_boot_standin() {
         initrd: paths.image_dir().join("initrd.img"),
         append: "quiet".into(),
     };
-    compare("direct-boot-standin.args", &argv_text(&qemu::argv(&v, &paths, &boot)));
+    compare(
+        "direct-boot-standin.args",
+        &argv_text(&qemu::argv(&v, &paths, &boot)),
+    );
 }

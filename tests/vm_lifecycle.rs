@@ -24,7 +24,10 @@ struct Running {
 }
 
 fn spawn_start(sb: &Sandbox, ns: &NetNs, name: &str) -> Running {
-    let log = sb.root.join(format!("{name}-{}.log", Instant::now().elapsed().as_nanos()));
+    let log = sb.root.join(format!(
+        "{name}-{}.log",
+        Instant::now().elapsed().as_nanos()
+    ));
     let f = fs::File::create(&log).unwrap();
     let child: Child = sb
         .cmd(Some(ns), &["start", name])
@@ -69,17 +72,38 @@ fn nanos_guest_serves_volume_and_stops_cleanly() {
 }
 
 fn serves_volume_and_stops_cleanly(test: &str, nanos: bool) {
-    let Some((sb, ns, guest)) = setup(test, nanos) else { return };
-    let limit = if nanos { Duration::from_secs(30) } else { BOOT_LIMIT };
+    let Some((sb, ns, guest)) = setup(test, nanos) else {
+        return;
+    };
+    let limit = if nanos {
+        Duration::from_secs(30)
+    } else {
+        BOOT_LIMIT
+    };
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("index.html"), "hello from the volume v1\n").unwrap();
     sb.write_config("web", &guest.config("web", "10.99.0.2", &vol));
 
     let mut r = spawn_start(&sb, &ns, "web");
-    let took = vm::wait_http(&ns, "http://10.99.0.2:8080/", "hello from the volume v1\n", limit);
-    assert!(took.is_some(), "no HTTP answer from the {} guest; log:\n{}", guest.label(), log_of(&r));
-    println!("{} guest served its volume file {:?} after start (accel {})", guest.label(), took.unwrap(), vm::accel());
+    let took = vm::wait_http(
+        &ns,
+        "http://10.99.0.2:8080/",
+        "hello from the volume v1\n",
+        limit,
+    );
+    assert!(
+        took.is_some(),
+        "no HTTP answer from the {} guest; log:\n{}",
+        guest.label(),
+        log_of(&r)
+    );
+    println!(
+        "{} guest served its volume file {:?} after start (accel {})",
+        guest.label(),
+        took.unwrap(),
+        vm::accel()
+    );
 
     // status: running, with QEMU's PID (the helper exec'd QEMU in place).
     let st = sb.status_json(Some(&ns), "web");
@@ -89,16 +113,28 @@ fn serves_volume_and_stops_cleanly(test: &str, nanos: bool) {
     assert_eq!(st["ip"], "10.99.0.2");
     assert_eq!(st["tap"], "mcp-web");
     let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(exe.to_string_lossy().contains("qemu-system"), "main PID is {exe:?}");
+    assert!(
+        exe.to_string_lossy().contains("qemu-system"),
+        "main PID is {exe:?}"
+    );
 
     // Privileges: QEMU is not root, has no effective capabilities, seccomp on.
     let uid = vm::proc_status(pid, "Uid").unwrap();
-    assert!(!uid.starts_with("0\t") && !uid.starts_with("0 "), "QEMU uid: {uid}");
+    assert!(
+        !uid.starts_with("0\t") && !uid.starts_with("0 "),
+        "QEMU uid: {uid}"
+    );
     assert_eq!(vm::proc_status(pid, "CapEff").unwrap(), "0000000000000000");
     assert_eq!(vm::proc_status(pid, "Seccomp").unwrap(), "2");
     for p in [sb.runtime_dir.join("web"), sb.state_dir.join("web")] {
-        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&p).unwrap().permissions());
-        assert_eq!(mode & 0o004, 0, "{} readable by others ({mode:o})", p.display());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&p).unwrap().permissions());
+        assert_eq!(
+            mode & 0o004,
+            0,
+            "{} readable by others ({mode:o})",
+            p.display()
+        );
     }
 
     // A second start is refused while the first QEMU runs; still one QEMU.
@@ -110,38 +146,82 @@ fn serves_volume_and_stops_cleanly(test: &str, nanos: bool) {
 
     // stop: through the guest's power-down (or quit), reported which.
     let out = sb.run(Some(&ns), &["stop", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     if nanos {
         // Nanos handles the ACPI power button.
         assert!(said.contains("powered down"), "{said}");
     } else {
-        assert!(said.contains("powered down") || said.contains("quit"), "{said}");
+        assert!(
+            said.contains("powered down") || said.contains("quit"),
+            "{said}"
+        );
     }
     println!("stop: {}", said.trim());
-    let status = wait_exit(&mut r.guard, Duration::from_secs(30)).expect("QEMU still running after stop");
+    let status =
+        wait_exit(&mut r.guard, Duration::from_secs(30)).expect("QEMU still running after stop");
     assert!(status.success(), "QEMU exit status {status:?}");
 
     let out = sb.run(Some(&ns), &["cleanup", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!vm::links(&ns).contains("mcp-web"), "TAP left behind");
     let again = sb.run(Some(&ns), &["cleanup", "web"]);
-    assert!(again.status.success(), "cleanup twice: {}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "cleanup twice: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let st = sb.status_json(Some(&ns), "web");
     assert_eq!(st["running"], false);
 
     // Nothing changed: no rebuild. One byte changed: rebuild, new contents.
     let mut r2 = spawn_start(&sb, &ns, "web");
-    assert!(vm::wait_http(&ns, "http://10.99.0.2:8080/", "hello from the volume v1\n", limit).is_some(), "{}", log_of(&r2));
-    assert!(log_of(&r2).contains("reusing the last good image"), "{}", log_of(&r2));
-    assert!(!log_of(&r2).contains("ops build done"), "ops build ran again: {}", log_of(&r2));
+    assert!(
+        vm::wait_http(
+            &ns,
+            "http://10.99.0.2:8080/",
+            "hello from the volume v1\n",
+            limit
+        )
+        .is_some(),
+        "{}",
+        log_of(&r2)
+    );
+    assert!(
+        log_of(&r2).contains("reusing the last good image"),
+        "{}",
+        log_of(&r2)
+    );
+    assert!(
+        !log_of(&r2).contains("ops build done"),
+        "ops build ran again: {}",
+        log_of(&r2)
+    );
     sb.run(Some(&ns), &["stop", "web"]);
     wait_exit(&mut r2.guard, Duration::from_secs(30)).expect("second run did not stop");
     sb.run(Some(&ns), &["cleanup", "web"]);
 
     fs::write(vol.join("index.html"), "hello from the volume v2\n").unwrap();
     let mut r3 = spawn_start(&sb, &ns, "web");
-    assert!(vm::wait_http(&ns, "http://10.99.0.2:8080/", "hello from the volume v2\n", limit).is_some(), "{}", log_of(&r3));
+    assert!(
+        vm::wait_http(
+            &ns,
+            "http://10.99.0.2:8080/",
+            "hello from the volume v2\n",
+            limit
+        )
+        .is_some(),
+        "{}",
+        log_of(&r3)
+    );
     assert!(log_of(&r3).contains("image built"), "{}", log_of(&r3));
     sb.run(Some(&ns), &["stop", "web"]);
     wait_exit(&mut r3.guard, Duration::from_secs(30)).expect("third run did not stop");
@@ -151,18 +231,27 @@ fn serves_volume_and_stops_cleanly(test: &str, nanos: bool) {
 #[test]
 fn kill_9_then_start_serves_again_without_tap_busy() {
     let test = "kill_9_then_start_serves_again_without_tap_busy";
-    let Some((sb, ns, guest)) = setup(test, false) else { return };
+    let Some((sb, ns, guest)) = setup(test, false) else {
+        return;
+    };
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("index.html"), "still here\n").unwrap();
     sb.write_config("crashy", &guest.config("crashy", "10.99.0.3", &vol));
 
     let mut r = spawn_start(&sb, &ns, "crashy");
-    assert!(vm::wait_http(&ns, "http://10.99.0.3:8080/", "still here\n", BOOT_LIMIT).is_some(), "{}", log_of(&r));
+    assert!(
+        vm::wait_http(&ns, "http://10.99.0.3:8080/", "still here\n", BOOT_LIMIT).is_some(),
+        "{}",
+        log_of(&r)
+    );
     // kill -9 the QEMU we started (our own child, by PID).
     r.guard.kill_now();
     assert!(wait_exit(&mut r.guard, Duration::from_secs(10)).is_some());
-    assert!(vm::links(&ns).contains("mcp-crashy"), "the TAP should be left behind by kill -9");
+    assert!(
+        vm::links(&ns).contains("mcp-crashy"),
+        "the TAP should be left behind by kill -9"
+    );
 
     // No cleanup in between, as after a crash: start must cope.
     let mut r2 = spawn_start(&sb, &ns, "crashy");
@@ -172,7 +261,10 @@ fn kill_9_then_start_serves_again_without_tap_busy() {
         log_of(&r2)
     );
     let log = log_of(&r2);
-    assert!(!log.contains("is busy") && !log.contains("resource busy"), "{log}");
+    assert!(
+        !log.contains("is busy") && !log.contains("resource busy"),
+        "{log}"
+    );
     sb.run(Some(&ns), &["stop", "crashy"]);
     wait_exit(&mut r2.guard, Duration::from_secs(30)).expect("did not stop");
     sb.run(Some(&ns), &["cleanup", "crashy"]);
@@ -182,7 +274,9 @@ fn kill_9_then_start_serves_again_without_tap_busy() {
 #[test]
 fn missing_bridge_is_a_clear_error_with_no_side_effects() {
     let test = "missing_bridge_is_a_clear_error_with_no_side_effects";
-    let Some((sb, _ns, guest)) = setup(test, false) else { return };
+    let Some((sb, _ns, guest)) = setup(test, false) else {
+        return;
+    };
     let bare = NetNs::new("nobr");
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
@@ -191,7 +285,10 @@ fn missing_bridge_is_a_clear_error_with_no_side_effects() {
     let out = sb.run(Some(&bare), &["start", "web"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bridge") && err.contains("mcp-br0") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("bridge") && err.contains("mcp-br0") && err.contains("does not exist"),
+        "{err}"
+    );
     assert_eq!(vm::links(&bare), before);
     assert!(!sb.state_dir.exists(), "state created despite the error");
 }
@@ -199,7 +296,9 @@ fn missing_bridge_is_a_clear_error_with_no_side_effects() {
 #[test]
 fn user_mode_port_forward_reaches_the_guest() {
     let test = "user_mode_port_forward_reaches_the_guest";
-    let Some((sb, _bridge_ns, guest)) = setup(test, false) else { return };
+    let Some((sb, _bridge_ns, guest)) = setup(test, false) else {
+        return;
+    };
     // No bridge, no TAP: QEMU's user-mode network with one port forward, in a
     // namespace of its own so the forward listens on that namespace's loopback.
     let ns = NetNs::new("usernet");
@@ -226,5 +325,9 @@ fn user_mode_port_forward_reaches_the_guest() {
     sb.run(Some(&ns), &["stop", "fwd"]);
     wait_exit(&mut r.guard, Duration::from_secs(30)).expect("did not stop");
     let out = sb.run(Some(&ns), &["cleanup", "fwd"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

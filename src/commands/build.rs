@@ -16,14 +16,20 @@ pub fn run(roots: &Roots, name: &str) -> Result<image::Image> {
     ensure_dir(&paths.state, 0o711)?;
     let _lock = match StartLock::acquire(&paths.lock()) {
         Ok(l) => l,
-        Err(LockError::Busy { .. }) => bail!("VM {name} is running or starting; stop it before building"),
+        Err(LockError::Busy { .. }) => {
+            bail!("VM {name} is running or starting; stop it before building")
+        }
         Err(e) => return Err(e.into()),
     };
     let img = image::ensure(&v, &paths)?;
     println!(
         "{name}: image {} ({})",
         &img.hash[..16],
-        if img.rebuilt { "built" } else { "unchanged, not rebuilt" }
+        if img.rebuilt {
+            "built"
+        } else {
+            "unchanged, not rebuilt"
+        }
     );
     Ok(img)
 }

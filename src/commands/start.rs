@@ -134,7 +134,8 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
             .unwrap_or(0),
     };
     launch::write_record(&paths, &record).context("writing launch record")?;
-    lock.inherit_across_exec().context("keeping the start lock across exec")?;
+    lock.inherit_across_exec()
+        .context("keeping the start lock across exec")?;
     tracing::info!(
         pid = me,
         user = %who.user,
@@ -144,7 +145,10 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
         argv.join(" ")
     );
     privs::drop_to(&who)?;
-    let err = Command::new(&qemu_bin).arg0(&argv[0]).args(&argv[1..]).exec();
+    let err = Command::new(&qemu_bin)
+        .arg0(&argv[0])
+        .args(&argv[1..])
+        .exec();
     // Still here: exec failed. The launch record names us; remove it.
     let _ = launch::clear(&paths);
     Err(err).with_context(|| format!("exec {}", qemu_bin.display()))

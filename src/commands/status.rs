@@ -44,7 +44,10 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
         ip: None,
         tap: None,
         uptime_secs: None,
-        image_hash: cfg.as_ref().ok().and_then(|v| image::current_hash(v, &paths)),
+        image_hash: cfg
+            .as_ref()
+            .ok()
+            .and_then(|v| image::current_hash(v, &paths)),
         stale: None,
         config_error,
     };
@@ -128,7 +131,10 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
             s.ip.as_deref().unwrap_or("-"),
             s.tap.as_deref().unwrap_or("-"),
             s.uptime_secs.map(fmt_uptime).unwrap_or_else(|| "-".into()),
-            s.image_hash.as_deref().map(|h| &h[..h.len().min(12)]).unwrap_or("-"),
+            s.image_hash
+                .as_deref()
+                .map(|h| &h[..h.len().min(12)])
+                .unwrap_or("-"),
         );
         if let Some(r) = &s.stale {
             println!("  stale pidfile removed: {r}");

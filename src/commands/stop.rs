@@ -53,7 +53,10 @@ pub fn run(roots: &Roots, name: &str) -> Result<Ended> {
         PidState::Stale { pid, reason } => {
             tracing::warn!(?pid, %reason, "stale pidfile; clearing it, no process signalled");
             launch::clear(&paths)?;
-            println!("{name}: {} (stale pidfile removed: {reason})", Ended::NotRunning.describe());
+            println!(
+                "{name}: {} (stale pidfile removed: {reason})",
+                Ended::NotRunning.describe()
+            );
             return Ok(Ended::NotRunning);
         }
         PidState::Running { pid, .. } => pid,
@@ -78,7 +81,10 @@ pub fn run(roots: &Roots, name: &str) -> Result<Ended> {
                 if let Err(e) = pd {
                     tracing::warn!(error = %e, "system_powerdown failed");
                 } else {
-                    tracing::warn!(timeout_s = timeout.as_secs(), "guest did not power down in time; sending quit");
+                    tracing::warn!(
+                        timeout_s = timeout.as_secs(),
+                        "guest did not power down in time; sending quit"
+                    );
                 }
                 let _ = qmp.execute("quit");
                 if pidfd.wait_exit(QUIT_WAIT) {

@@ -19,7 +19,10 @@ impl NetNs {
         let n = NS_COUNTER.fetch_add(1, Ordering::SeqCst);
         let short: String = prefix.chars().take(8).collect();
         let name = format!("mcpt-{short}-{}-{n}", std::process::id());
-        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("run ip netns add");
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip netns add");
         assert!(
             out.status.success(),
             "ip netns add {name}: {}",
@@ -63,7 +66,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -76,7 +81,10 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn new(child: Child) -> ChildGuard {
-        ChildGuard { child, reaped: None }
+        ChildGuard {
+            child,
+            reaped: None,
+        }
     }
 
     pub fn id(&self) -> u32 {
@@ -143,7 +151,10 @@ pub fn require_root_or_skip(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         true
     } else {
-        skip(test, "needs root for namespaces, TAPs and QEMU as another user");
+        skip(
+            test,
+            "needs root for namespaces, TAPs and QEMU as another user",
+        );
         false
     }
 }

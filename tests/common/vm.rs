@@ -72,7 +72,11 @@ impl Sandbox {
 
     pub fn status_json(&self, ns: Option<&NetNs>, name: &str) -> serde_json::Value {
         let out = self.run(ns, &["status", name, "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v[0].clone()
     }
@@ -106,7 +110,9 @@ pub fn http_get(ns: &NetNs, url: &str) -> Option<String> {
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Poll until a GET returns `want` (or until `limit`); returns the time taken.
@@ -169,12 +175,15 @@ pub fn standin_guest() -> Result<StandinGuest, String> {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-") && n.to_string_lossy().ends_with("-cloud-amd64"))
+                    p.file_name().is_some_and(|n| {
+                        n.to_string_lossy().starts_with("vmlinuz-")
+                            && n.to_string_lossy().ends_with("-cloud-amd64")
+                    })
                 })
                 .collect();
             ks.sort();
-            ks.pop().ok_or("no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)")?
+            ks.pop()
+                .ok_or("no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)")?
         }
     };
     let version = kernel
@@ -183,7 +192,9 @@ pub fn standin_guest() -> Result<StandinGuest, String> {
         .to_string_lossy()
         .trim_start_matches("vmlinuz-")
         .to_owned();
-    let initrd = Path::new(ROOT).join(format!("target/test-guest/base-initramfs-{version}.cpio.gz"));
+    let initrd = Path::new(ROOT).join(format!(
+        "target/test-guest/base-initramfs-{version}.cpio.gz"
+    ));
     if !initrd.is_file() {
         fs::create_dir_all(initrd.parent().unwrap()).unwrap();
         let out = Command::new("bash")
@@ -240,10 +251,13 @@ impl Guest {
         match self {
             Guest::Standin(g) => {
                 cfg["program"] = serde_json::json!(g.file_server);
-                cfg["direct_boot"] =
-                    serde_json::json!({ "kernel": g.kernel, "initrd": g.initrd, "append": "quiet" });
+                cfg["direct_boot"] = serde_json::json!({ "kernel": g.kernel, "initrd": g.initrd, "append": "quiet" });
             }
-            Guest::Nanos { dir, ops, file_server } => {
+            Guest::Nanos {
+                dir,
+                ops,
+                file_server,
+            } => {
                 cfg["program"] = serde_json::json!(file_server);
                 cfg["nanos_dir"] = serde_json::json!(dir);
                 cfg["ops"] = serde_json::json!(ops);
@@ -260,10 +274,16 @@ impl Guest {
 /// `ops` for tests: MCP_TEST_OPS (set by tests/run), else `ops` on PATH.
 pub fn ops() -> Result<String, String> {
     let ops = std::env::var("MCP_TEST_OPS").unwrap_or_else(|_| "ops".into());
-    let found = Command::new(&ops).arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let found = Command::new(&ops)
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     match found {
         Ok(_) => Ok(ops),
-        Err(e) => Err(format!("ops not runnable ({ops}: {e}); .ci/run installs it")),
+        Err(e) => Err(format!(
+            "ops not runnable ({ops}: {e}); .ci/run installs it"
+        )),
     }
 }
 
@@ -286,8 +306,10 @@ pub fn nanos_guest() -> Result<Guest, String> {
 /// Fields of /proc/PID/status.
 pub fn proc_status(pid: i32, key: &str) -> Option<String> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
+    s.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_owned())
+    })
 }
 
 /// Root, the guest (Nanos when `nanos`, else the Linux stand-in) and a QEMU

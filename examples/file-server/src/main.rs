@@ -179,9 +179,8 @@ impl Request {
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Parse a request head (request line and header lines, without the blank
@@ -193,7 +192,11 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
     let mut parts = line.split(' ');
     let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v), None) => (m, t, v),
-        _ => return Err(ParseError::Malformed("request line is not METHOD TARGET VERSION")),
+        _ => {
+            return Err(ParseError::Malformed(
+                "request line is not METHOD TARGET VERSION",
+            ))
+        }
     };
     if !is_token(method) {
         return Err(ParseError::Malformed("bad method"));
@@ -212,12 +215,17 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
         if l.is_empty() {
             continue;
         }
-        let (name, value) = l.split_once(':').ok_or(ParseError::Malformed("header line without ':'"))?;
+        let (name, value) = l
+            .split_once(':')
+            .ok_or(ParseError::Malformed("header line without ':'"))?;
         if !is_token(name) {
             // Also rejects obsolete line folding (a line starting with space).
             return Err(ParseError::Malformed("bad header name"));
         }
-        headers.push((name.to_owned(), value.trim_matches(|c| c == ' ' || c == '\t').to_owned()));
+        headers.push((
+            name.to_owned(),
+            value.trim_matches(|c| c == ' ' || c == '\t').to_owned(),
+        ));
     }
     let req = Request {
         method: method.to_owned(),
@@ -245,9 +253,16 @@ fn read_head<R: BufRead>(r: &mut R) -> io::Result<Head> {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = r.by_ref().take((MAX_HEAD + 1 - head.len()) as u64).read_until(b'\n', &mut line)?;
+        let n = r
+            .by_ref()
+            .take((MAX_HEAD + 1 - head.len()) as u64)
+            .read_until(b'\n', &mut line)?;
         if n == 0 {
-            return Ok(if head.is_empty() { Head::Closed } else { Head::Complete(head) });
+            return Ok(if head.is_empty() {
+                Head::Closed
+            } else {
+                Head::Complete(head)
+            });
         }
         if !line.ends_with(b"\n") {
             if head.len() + line.len() > MAX_HEAD {
@@ -320,12 +335,19 @@ fn respond(cfg: &Config, req: &Request) -> Response {
             body,
             extra: Vec::new(),
         },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => text(404, &format!("{} does not exist", cfg.file.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            text(404, &format!("{} does not exist", cfg.file.display()))
+        }
         Err(e) => text(500, &format!("cannot read {}: {e}", cfg.file.display())),
     }
 }
 
-fn write_response<W: Write>(w: &mut W, resp: &Response, head_only: bool, keep_alive: bool) -> io::Result<()> {
+fn write_response<W: Write>(
+    w: &mut W,
+    resp: &Response,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n",
         resp.status,
@@ -371,7 +393,12 @@ fn format_utc(secs: u64) -> String {
 }
 
 fn now() -> String {
-    format_utc(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    format_utc(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
 }
 
 fn log(line: &str) {
@@ -380,7 +407,11 @@ fn log(line: &str) {
 }
 
 fn log_request(peer: &SocketAddr, request_line: &str, status: u16, bytes: usize) {
-    log(&format!("{} {peer} \"{}\" {status} {bytes}", now(), request_line.escape_debug()));
+    log(&format!(
+        "{} {peer} \"{}\" {status} {bytes}",
+        now(),
+        request_line.escape_debug()
+    ));
 }
 
 // ---------------------------------------------------------------- serving
@@ -409,7 +440,8 @@ fn handle(cfg: &Config, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
                     ParseError::Malformed(why) => text(400, why),
                     ParseError::UnsupportedVersion => text(505, "only HTTP/1.0 and HTTP/1.1"),
                 };
-                let first = String::from_utf8_lossy(head.split(|&b| b == b'\n').next().unwrap_or(b""));
+                let first =
+                    String::from_utf8_lossy(head.split(|&b| b == b'\n').next().unwrap_or(b""));
                 log_request(&peer, first.trim_end(), resp.status, resp.body.len());
                 return write_response(&mut writer, &resp, false, false);
             }
@@ -430,7 +462,12 @@ fn handle(cfg: &Config, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
         }
         let resp = respond(cfg, &req);
         let head_only = req.method == "HEAD";
-        log_request(&peer, &req.request_line(), resp.status, if head_only { 0 } else { resp.body.len() });
+        log_request(
+            &peer,
+            &req.request_line(),
+            resp.status,
+            if head_only { 0 } else { resp.body.len() },
+        );
         write_response(&mut writer, &resp, head_only, keep_alive)?;
         if !keep_alive {
             let _ = writer.shutdown(Shutdown::Write);
@@ -478,7 +515,9 @@ fn serve(listener: TcpListener, cfg: Arc<Config>) -> io::Result<()> {
             .spawn(move || {
                 let _slot = slot;
                 if let Err(e) = handle(&cfg, stream, peer) {
-                    if e.kind() != io::ErrorKind::BrokenPipe && e.kind() != io::ErrorKind::ConnectionReset {
+                    if e.kind() != io::ErrorKind::BrokenPipe
+                        && e.kind() != io::ErrorKind::ConnectionReset
+                    {
                         log(&format!("{} {peer} connection error: {e}", now()));
                     }
                 }
@@ -553,8 +592,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| cfg.listen.clone());
-    log(&format!("{} file-server listening on {addr}, serving {}", now(), cfg.file.display()));
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| cfg.listen.clone());
+    log(&format!(
+        "{} file-server listening on {addr}, serving {}",
+        now(),
+        cfg.file.display()
+    ));
     match serve(listener, Arc::new(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -585,7 +631,13 @@ mod tests {
             })
         );
         assert_eq!(
-            args(&["--listen=127.0.0.1:9000", "--file=/x", "--content-type", "text/plain"]).unwrap(),
+            args(&[
+                "--listen=127.0.0.1:9000",
+                "--file=/x",
+                "--content-type",
+                "text/plain"
+            ])
+            .unwrap(),
             Cli::Run(Config {
                 listen: "127.0.0.1:9000".into(),
                 file: "/x".into(),
@@ -600,7 +652,9 @@ mod tests {
     fn args_errors() {
         assert!(args(&[]).unwrap_err().contains("--file"));
         assert!(args(&["--file"]).unwrap_err().contains("needs a value"));
-        assert!(args(&["--file", "/x", "--port", "1"]).unwrap_err().contains("--port"));
+        assert!(args(&["--file", "/x", "--port", "1"])
+            .unwrap_err()
+            .contains("--port"));
         assert!(args(&["--file="]).is_err());
     }
 
@@ -653,12 +707,17 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert_eq!(parse_head(b"GET / HTTP/2.0"), Err(ParseError::UnsupportedVersion));
+        assert_eq!(
+            parse_head(b"GET / HTTP/2.0"),
+            Err(ParseError::UnsupportedVersion)
+        );
     }
 
     #[test]
     fn reads_heads_and_limits_size() {
-        let mut r = io::Cursor::new(b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
+        let mut r = io::Cursor::new(
+            b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        );
         match read_head(&mut r).unwrap() {
             Head::Complete(h) => assert_eq!(h, b"GET / HTTP/1.1\r\nHost: x\r\n"),
             _ => panic!("first head"),
@@ -671,14 +730,23 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend_from_slice(&vec![b'a'; MAX_HEAD]);
         big.extend_from_slice(b"\r\n\r\n");
-        assert!(matches!(read_head(&mut io::Cursor::new(big)).unwrap(), Head::TooLarge));
+        assert!(matches!(
+            read_head(&mut io::Cursor::new(big)).unwrap(),
+            Head::TooLarge
+        ));
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(content_type_for(Path::new("/srv/www/index.HTML")), "text/html; charset=utf-8");
+        assert_eq!(
+            content_type_for(Path::new("/srv/www/index.HTML")),
+            "text/html; charset=utf-8"
+        );
         assert_eq!(content_type_for(Path::new("/a/b.json")), "application/json");
-        assert_eq!(content_type_for(Path::new("/a/b")), "application/octet-stream");
+        assert_eq!(
+            content_type_for(Path::new("/a/b")),
+            "application/octet-stream"
+        );
     }
 
     #[test]
@@ -712,9 +780,15 @@ mod tests {
         });
         std::thread::spawn(move || serve(listener, cfg));
 
-        let out = exchange(addr, b"GET /anything HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let out = exchange(
+            addr,
+            b"GET /anything HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-        assert!(out.contains("Content-Type: text/html; charset=utf-8\r\n"), "{out}");
+        assert!(
+            out.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{out}"
+        );
         assert!(out.contains("Content-Length: 3\r\n"), "{out}");
         assert!(out.ends_with("\r\n\r\nv1\n"), "{out}");
 
@@ -730,9 +804,15 @@ mod tests {
         );
         assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
         assert!(out.contains("Connection: keep-alive"), "{out}");
-        assert!(out.ends_with("Connection: close\r\n\r\n"), "HEAD has no body: {out}");
+        assert!(
+            out.ends_with("Connection: close\r\n\r\n"),
+            "HEAD has no body: {out}"
+        );
 
-        let out = exchange(addr, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let out = exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
         assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
         assert!(out.contains("Allow: GET, HEAD\r\n"), "{out}");
 
@@ -740,7 +820,10 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
 
         std::fs::remove_file(&file).unwrap();
-        let out = exchange(addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let out = exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
         assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
