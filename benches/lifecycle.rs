@@ -325,13 +325,13 @@ fn ip_ns(ns: &NetNs, args: &[&str]) -> R<String> {
 fn log_number(log: &str, marker: &str, key: &str) -> Option<f64> {
     let pat = format!("{key}=");
     log.lines()
+        .rev()
         .filter(|l| l.contains(marker))
-        .filter_map(|l| {
+        .find_map(|l| {
             let i = l.rfind(&pat)? + pat.len();
             let digits: String = l[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
             digits.parse::<f64>().ok()
         })
-        .last()
 }
 
 // ---------------------------------------------------------------- HTTP probe inside the namespace
@@ -1648,10 +1648,8 @@ fn guest_last_line(log: &Path) -> String {
     }
     s.lines()
         .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !(l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("Z  "))
-        })
-        .last()
+        .rev()
+        .find(|l| !(l.is_empty() || l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("Z  ")))
         .unwrap_or("(none)")
         .chars()
         .take(160)

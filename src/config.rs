@@ -777,6 +777,62 @@ fn validate_volumes(p: &Path, volumes: &[Volume]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Refuse a VM whose IP or TAP name is also declared by another config in
+/// the same directory (the NixOS module asserts the same at build time).
+pub fn check_conflicts(config_dir: &Path, v: &Validated) -> Result<(), ConfigError> {
+    let ResolvedNet::Bridge(mine) = &v.net else {
+        return Ok(());
+    };
+    let Ok(entries) = fs::read_dir(config_dir) else {
+        return Ok(());
+    };
+    let mut others: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && *p != v.source)
+        .collect();
+    others.sort();
+    for other in others {
+        // Only the fields that can collide are read; a broken neighbour is its
+        // own problem and reported when it starts.
+        let Ok(text) = fs::read_to_string(&other) else {
+            continue;
+        };
+        let Ok(raw) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let net = &raw["network"];
+        if net["mode"].as_str().unwrap_or("bridge") != "bridge" {
+            continue;
+        }
+        let name = raw["name"].as_str().unwrap_or_default();
+        if name == v.config.name {
+            continue;
+        }
+        if net["ip"].as_str() == Some(mine.ip.to_string().as_str()) {
+            return Err(invalid(
+                &v.source,
+                "network.ip",
+                &mine.ip.to_string(),
+                &format!("also used by {} ({})", name, other.display()),
+            ));
+        }
+        let their_tap = net["tap"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| derive::tap_name(name));
+        if !name.is_empty() && their_tap == mine.tap {
+            return Err(invalid(
+                &v.source,
+                "network.tap",
+                &mine.tap,
+                &format!("also used by {} ({})", name, other.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -892,60 +948,4 @@ mod tests {
             .to_string()
             .contains("outside"));
     }
-}
-
-/// Refuse a VM whose IP or TAP name is also declared by another config in
-/// the same directory (the NixOS module asserts the same at build time).
-pub fn check_conflicts(config_dir: &Path, v: &Validated) -> Result<(), ConfigError> {
-    let ResolvedNet::Bridge(mine) = &v.net else {
-        return Ok(());
-    };
-    let Ok(entries) = fs::read_dir(config_dir) else {
-        return Ok(());
-    };
-    let mut others: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && *p != v.source)
-        .collect();
-    others.sort();
-    for other in others {
-        // Only the fields that can collide are read; a broken neighbour is its
-        // own problem and reported when it starts.
-        let Ok(text) = fs::read_to_string(&other) else {
-            continue;
-        };
-        let Ok(raw) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let net = &raw["network"];
-        if net["mode"].as_str().unwrap_or("bridge") != "bridge" {
-            continue;
-        }
-        let name = raw["name"].as_str().unwrap_or_default();
-        if name == v.config.name {
-            continue;
-        }
-        if net["ip"].as_str() == Some(mine.ip.to_string().as_str()) {
-            return Err(invalid(
-                &v.source,
-                "network.ip",
-                &mine.ip.to_string(),
-                &format!("also used by {} ({})", name, other.display()),
-            ));
-        }
-        let their_tap = net["tap"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| derive::tap_name(name));
-        if !name.is_empty() && their_tap == mine.tap {
-            return Err(invalid(
-                &v.source,
-                "network.tap",
-                &mine.tap,
-                &format!("also used by {} ({})", name, other.display()),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -330,7 +331,9 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), Buil
         .map_err(io_err("writing", &cfg_path))?;
 
     let t0 = Instant::now();
-    let output = Command::new(&c.ops)
+    let mut cmd = Command::new(&c.ops);
+    die_with_parent(&mut cmd);
+    let output = cmd
         .arg("build")
         .arg(program)
         .arg("-c")
@@ -370,6 +373,32 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), Buil
         "ops build done"
     );
     Ok(())
+}
+
+/// A helper killed while `ops build` runs takes ops with it, so no orphaned
+/// ops keeps writing into the VM's ops home while the next start builds there.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid before fork; in the child only async-signal-safe calls.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Linux stand-in: base initrd followed by an uncompressed cpio with the

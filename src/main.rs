@@ -100,10 +100,12 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let roots = Roots {
-        config_dir: cli.config_dir,
-        state_dir: cli.state_dir,
-        runtime_dir: cli.runtime_dir,
+    let roots = match Roots::absolute(&cli.config_dir, &cli.state_dir, &cli.runtime_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: making --config-dir/--state-dir/--runtime-dir absolute: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let result: anyhow::Result<()> = match cli.command {
         Cmd::Start { name } => start::run(&roots, &name).map(|never| match never {}),

@@ -1,13 +1,27 @@
 //! Where a VM's files live: its state dir (staging tree, ops home, last good
 //! image, start lock) and its runtime dir (QMP socket, pidfile, launch record).
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct Roots {
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
+}
+
+impl Roots {
+    /// Roots made absolute against the current directory: `ops` runs with
+    /// its cwd in the staging tree and QEMU's argv is matched against these
+    /// dirs when a PID is validated, so a relative root would point elsewhere.
+    pub fn absolute(config_dir: &Path, state_dir: &Path, runtime_dir: &Path) -> io::Result<Roots> {
+        Ok(Roots {
+            config_dir: std::path::absolute(config_dir)?,
+            state_dir: std::path::absolute(state_dir)?,
+            runtime_dir: std::path::absolute(runtime_dir)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

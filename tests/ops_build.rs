@@ -4,7 +4,9 @@
 //! reader (`ops image ls` / `ops image cat`) to check that the staged volume
 //! files sit at their guest paths, that a symlink pointing outside its volume
 //! never reaches the image, and that an unchanged build is skipped while a
-//! one-byte change rebuilds.
+//! one-byte change rebuilds. Also: the helper killed (SIGKILL) while its
+//! `ops build` runs takes ops down with it, leaves the last good image in
+//! place and readable, and the next build is clean.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::netns;
 use common::vm::{self, Sandbox};
@@ -61,6 +64,20 @@ fn text(o: &Output) -> String {
     )
 }
 
+fn placeholder_config(program: &Path, vol: &Path, nanos: &Path, ops: &str) -> serde_json::Value {
+    json!({
+        "schema_version": 1,
+        "name": "web",
+        "program": program,
+        "args": ["--listen", "0.0.0.0:8080", "--file", "/srv/www/index.html"],
+        "network": { "ip": "10.99.0.2" },
+        "volumes": [ { "source": vol, "target": "/srv/www" } ],
+        "nanos_dir": nanos,
+        "ops": ops,
+        "accel": "tcg"
+    })
+}
+
 #[test]
 fn ops_build_puts_staged_files_at_guest_paths() {
     let test = "ops_build_puts_staged_files_at_guest_paths";
@@ -82,18 +99,7 @@ fn ops_build_puts_staged_files_at_guest_paths() {
     fs::write(sb.root.join("outside-secret"), "host secret\n").unwrap();
     symlink(sb.root.join("outside-secret"), vol.join("escape")).unwrap();
     symlink("index.html", vol.join("alias.html")).unwrap();
-    let cfg = json!({
-        "schema_version": 1,
-        "name": "web",
-        "program": program,
-        "args": ["--listen", "0.0.0.0:8080", "--file", "/srv/www/index.html"],
-        "network": { "ip": "10.99.0.2" },
-        "volumes": [ { "source": vol, "target": "/srv/www" } ],
-        "nanos_dir": nanos,
-        "ops": ops,
-        "accel": "tcg"
-    });
-    sb.write_config("web", &cfg);
+    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
 
     let out = sb.run(None, &["build", "web"]);
     assert!(out.status.success(), "build failed: {}", text(&out));
@@ -153,5 +159,147 @@ fn ops_build_puts_staged_files_at_guest_paths() {
     );
 
     // ops wrote nothing outside the VM's state dir (its home is in there).
+    assert!(sb.state_dir.join("web/ops-home/.ops").is_dir());
+}
+
+/// The helper SIGKILLed while `ops build` runs (an OOM kill, a crash): ops
+/// dies with it (it would otherwise go on writing into the VM's ops home
+/// while the next start builds there), the last good image stays in place
+/// and readable, it is reused as is when the inputs go back to what it was
+/// built from, and the next build of the new inputs is clean.
+#[test]
+fn helper_killed_during_ops_build_keeps_last_good_image() {
+    let test = "helper_killed_during_ops_build_keeps_last_good_image";
+    let ops = match vm::ops() {
+        Ok(o) => o,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let program = match vm::file_server() {
+        Ok(p) => p,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let sb = Sandbox::new("killops");
+    let nanos = sb.root.join("nanos-placeholder");
+    placeholder_nanos(&nanos);
+    let vol = sb.root.join("www");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("index.html"), "last good\n").unwrap();
+    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
+    let out = sb.run(None, &["build", "web"]);
+    assert!(out.status.success(), "build failed: {}", text(&out));
+    let image = sb.state_dir.join("web/image");
+    let good_hash = fs::read_to_string(image.join("inputs.hash")).unwrap();
+    let good_disk = fs::read(image.join("disk.img")).unwrap();
+
+    // Enough data that ops takes a second or more to write the image.
+    fs::write(vol.join("big.bin"), vec![0x5au8; 384 << 20]).unwrap();
+    let ops_child =
+        vm::kill_helper_during_ops_build(&sb, None, &["build", "web"], Duration::from_millis(300));
+    // ops had over a second of writing left (it needs ~1.5 s for 384 MiB);
+    // killed with its parent, it is gone at once.
+    let t0 = Instant::now();
+    while vm::alive(ops_child.pid, ops_child.start_ticks)
+        && t0.elapsed() < Duration::from_millis(250)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let orphan = vm::alive(ops_child.pid, ops_child.start_ticks);
+    println!(
+        "ops PID {} alive 250 ms after the helper was killed: {orphan}",
+        ops_child.pid
+    );
+    assert!(
+        !orphan,
+        "ops (PID {}) outlived the killed helper and still writes into the ops home",
+        ops_child.pid
+    );
+
+    // The last good image is untouched and still readable by ops.
+    assert_eq!(
+        fs::read_to_string(image.join("inputs.hash")).unwrap(),
+        good_hash
+    );
+    assert!(
+        fs::read(image.join("disk.img")).unwrap() == good_disk,
+        "the last good disk.img changed"
+    );
+    let cat = ops_image(&ops, &sb, &["cat", "under-test", "/srv/www/index.html"]);
+    assert!(text(&cat).contains("last good"), "{}", text(&cat));
+
+    // Inputs back to what the last good image was built from: reused as is.
+    fs::remove_file(vol.join("big.bin")).unwrap();
+    let out = sb.run(None, &["build", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not rebuilt"),
+        "{}",
+        text(&out)
+    );
+
+    // New inputs: the interrupted build's leftovers are cleared and it builds.
+    fs::write(vol.join("big.bin"), vec![0x5au8; 1 << 20]).unwrap();
+    let out = sb.run(None, &["build", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(built)"),
+        "{}",
+        text(&out)
+    );
+    let leftovers: Vec<_> = fs::read_dir(sb.state_dir.join("web"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "scratch dirs left: {leftovers:?}");
+    let ls = ops_image(&ops, &sb, &["ls", "under-test", "/srv/www"]);
+    assert!(
+        text(&ls).contains("big.bin") && text(&ls).contains("index.html"),
+        "{}",
+        text(&ls)
+    );
+}
+
+/// Relative --state-dir/--runtime-dir/--config-dir work: ops runs with its
+/// cwd in the staging tree, so the helper must hand it absolute paths.
+#[test]
+fn relative_dirs_build_with_ops() {
+    let test = "relative_dirs_build_with_ops";
+    let ops = match vm::ops() {
+        Ok(o) => o,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let program = match vm::file_server() {
+        Ok(p) => p,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let sb = Sandbox::new("reldirs");
+    let nanos = sb.root.join("nanos-placeholder");
+    placeholder_nanos(&nanos);
+    let vol = sb.root.join("www");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("index.html"), "relative\n").unwrap();
+    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
+    let out = Command::new(vm::BIN)
+        .current_dir(&sb.root)
+        .args([
+            "--config-dir",
+            "etc",
+            "--state-dir",
+            "state",
+            "--runtime-dir",
+            "run",
+            "build",
+            "web",
+        ])
+        .env_remove("MCP_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build with relative dirs: {}",
+        text(&out)
+    );
+    assert!(sb.state_dir.join("web/image/disk.img").is_file());
     assert!(sb.state_dir.join("web/ops-home/.ops").is_dir());
 }

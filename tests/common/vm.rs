@@ -337,3 +337,99 @@ pub fn vm_setup(test: &str, nanos: bool) -> Option<(Sandbox, NetNs, Guest)> {
     }
     Some((Sandbox::new(test), bridge_ns("vm"), guest))
 }
+
+/// Parent PID and command name of a process, from /proc/PID/stat.
+pub fn ppid_comm(pid: i32) -> Option<(i32, String)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+    Some((rest.get(1)?.parse().ok()?, comm))
+}
+
+/// Live children of `parent` whose command name is `comm`.
+pub fn children_named(parent: i32, comm: &str) -> Vec<i32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| ppid_comm(pid).is_some_and(|(pp, c)| pp == parent && c == comm))
+        .collect()
+}
+
+/// Whether the process `pid` that started at `ticks` still runs (not a zombie).
+pub fn alive(pid: i32, ticks: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+    rest.first() != Some(&"Z") && rest.get(19).and_then(|t| t.parse::<u64>().ok()) == Some(ticks)
+}
+
+/// The `ops build` child the helper ran, as seen just before the helper was killed.
+pub struct OpsChild {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+/// Run the helper with `args` (`build NAME` or `start NAME`), wait until its
+/// `ops` child runs, let ops work for `into_build`, then SIGKILL the helper
+/// (by its PID; it is our child). Panics when ops never appeared or the
+/// helper exited before it could be killed (make the volume larger then).
+pub fn kill_helper_during_ops_build(
+    sb: &Sandbox,
+    ns: Option<&NetNs>,
+    args: &[&str],
+    into_build: Duration,
+) -> OpsChild {
+    let child = sb
+        .cmd(ns, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn helper");
+    let mut guard = super::netns::ChildGuard::new(child);
+    let helper = guard.id() as i32;
+    let t0 = Instant::now();
+    let ops_pid = loop {
+        if let Some(&pid) = children_named(helper, "ops").first() {
+            break pid;
+        }
+        if let Some(st) = guard.try_wait() {
+            panic!("helper exited ({st}) before its ops build was seen");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no ops child of the helper within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stat = fs::read_to_string(format!("/proc/{ops_pid}/stat")).expect("ops stat");
+    let close = stat.rfind(')').unwrap();
+    let start_ticks: u64 = stat[close + 2..]
+        .split(' ')
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::thread::sleep(into_build);
+    assert!(
+        alive(ops_pid, start_ticks),
+        "ops finished within {into_build:?}; make the volume larger"
+    );
+    guard.kill_now();
+    let st = guard.wait();
+    assert!(
+        !st.success(),
+        "the helper finished before it could be killed: {st}"
+    );
+    OpsChild {
+        pid: ops_pid,
+        start_ticks,
+    }
+}
