@@ -1,7 +1,9 @@
 //! Faults: the helper killed mid-staging, the disk full during staging, a TAP
 //! left behind and owned by another user, an interface squatting the TAP name,
-//! and two starts of one VM at once. Each must end in a clear error or a clean
-//! recovery, never a half-state.
+//! two starts of one VM at once, and (on Nanos, with MCP_NANOS_DIR) the helper
+//! killed during the `ops build` of a start. Each must end in a clear error or
+//! a clean recovery, never a half-state. (The same kill during `build` with
+//! placeholder Nanos files runs in CI: tests/ops_build.rs.)
 
 mod common;
 
@@ -327,4 +329,105 @@ fn two_starts_at_once_one_wins_never_two_qemus() {
     sb.run(Some(&ns), &["stop", "web"]);
     winner.wait();
     sb.run(Some(&ns), &["cleanup", "web"]);
+}
+
+/// A `start` in the background with its output in a file.
+fn start_logged(sb: &Sandbox, ns: &common::netns::NetNs, log: &Path) -> ChildGuard {
+    let f = fs::File::create(log).unwrap();
+    let child = sb
+        .cmd(Some(ns), &["start", "web"])
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    ChildGuard::new(child)
+}
+
+fn stop_and_cleanup(sb: &Sandbox, ns: &common::netns::NetNs, guard: &mut ChildGuard) {
+    let out = sb.run(Some(ns), &["stop", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guard.wait();
+    sb.run(Some(ns), &["cleanup", "web"]);
+}
+
+/// On a real Nanos guest: the helper killed while the `ops build` of a
+/// `start` runs leaves no TAP, no QEMU and no pidfile, and takes ops with it;
+/// the last good image still boots and serves; new inputs then build cleanly.
+#[test]
+fn nanos_helper_killed_during_ops_build_last_good_image_still_boots() {
+    let test = "nanos_helper_killed_during_ops_build_last_good_image_still_boots";
+    let Some((sb, ns, guest)) = vm::vm_setup(test, true) else {
+        return;
+    };
+    let url = "http://10.99.0.2:8080/";
+    let vol = sb.root.join("www");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("index.html"), "last good\n").unwrap();
+    sb.write_config("web", &guest.config("web", "10.99.0.2", &vol));
+    let out = sb.run(None, &["build", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    fs::write(vol.join("big.bin"), vec![0x5au8; 384 << 20]).unwrap();
+    let ops = vm::kill_helper_during_ops_build(
+        &sb,
+        Some(&ns),
+        &["start", "web"],
+        Duration::from_millis(300),
+    );
+    let t0 = Instant::now();
+    while vm::alive(ops.pid, ops.start_ticks) && t0.elapsed() < Duration::from_millis(250) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !vm::alive(ops.pid, ops.start_ticks),
+        "ops outlived the killed helper"
+    );
+    assert!(
+        !vm::links(&ns).contains("mcp-web"),
+        "TAP created by the killed start"
+    );
+    assert!(
+        qemus_for(&sb.root).is_empty(),
+        "a QEMU runs after the killed start"
+    );
+    assert!(
+        !sb.runtime_dir.join("web/qemu.pid").exists(),
+        "pidfile left by the killed start"
+    );
+
+    // Inputs back to the last good image's: it is reused as is, and boots.
+    fs::remove_file(vol.join("big.bin")).unwrap();
+    let log = sb.root.join("start-2.log");
+    let mut g = start_logged(&sb, &ns, &log);
+    let served = vm::wait_http(&ns, url, "last good\n", Duration::from_secs(30));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        served.is_some(),
+        "the last good image did not serve: {text}"
+    );
+    assert!(text.contains("reusing the last good image"), "{text}");
+    stop_and_cleanup(&sb, &ns, &mut g);
+
+    // New inputs: built cleanly (the killed build's leftovers cleared) and served.
+    fs::write(vol.join("index.html"), "rebuilt\n").unwrap();
+    let log = sb.root.join("start-3.log");
+    let mut g = start_logged(&sb, &ns, &log);
+    let served = vm::wait_http(&ns, url, "rebuilt\n", Duration::from_secs(30));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(served.is_some(), "the rebuilt image did not serve: {text}");
+    assert!(text.contains("image built"), "{text}");
+    assert!(
+        scratch_dirs(&sb).is_empty(),
+        "scratch left: {:?}",
+        scratch_dirs(&sb)
+    );
+    stop_and_cleanup(&sb, &ns, &mut g);
 }
