@@ -16,6 +16,7 @@
 mod common;
 
 use common::netns::{self, ChildGuard, NetNs};
+use common::vm;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -226,6 +227,43 @@ impl Drop for TempFile {
     }
 }
 
+/// A TCP listener (accepts and closes) at `addr:port` in `ns`, ready when it returns.
+fn spawn_listener(ns: &NetNs, addr: &str, port: u16) -> ChildGuard {
+    let child = ns
+        .cmd("python3")
+        .args(["-c", PY_SERVER, addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn listener");
+    let mut g = ChildGuard::new(child);
+    // Ready when it accepts from inside its own namespace (loopback path).
+    let t0 = Instant::now();
+    while !ns
+        .cmd("python3")
+        .args(["-c", PY_CONNECT, addr, &port.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        if let Some(st) = g.try_wait() {
+            panic!(
+                "listener {addr}:{port} in {} exited {st}: {}",
+                ns.name,
+                g.stderr_text()
+            );
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "listener {addr}:{port} not ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    g
+}
+
 // ---------------------------------------------------------------- the lab
 
 struct Lab {
@@ -330,42 +368,10 @@ impl Lab {
             (&lab.vm2, VM2.ip, SRV),
             (&lab.outside, OUTSIDE, SRV),
         ];
-        let mut servers = Vec::new();
-        for (ns, addr, port) in listeners {
-            let child = ns
-                .cmd("python3")
-                .args(["-c", PY_SERVER, addr, &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn listener");
-            servers.push(ChildGuard::new(child));
-            // Ready when it accepts from inside its own namespace (loopback path).
-            let t0 = Instant::now();
-            while !ns
-                .cmd("python3")
-                .args(["-c", PY_CONNECT, addr, &port.to_string()])
-                .stderr(Stdio::null())
-                .status()
-                .unwrap()
-                .success()
-            {
-                let g = servers.last_mut().unwrap();
-                if let Some(st) = g.try_wait() {
-                    panic!(
-                        "listener {addr}:{port} in {} exited {st}: {}",
-                        ns.name,
-                        g.stderr_text()
-                    );
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "listener {addr}:{port} not ready"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let servers = listeners
+            .iter()
+            .map(|(ns, addr, port)| spawn_listener(ns, addr, *port))
+            .collect();
         lab.servers = servers;
 
         // vm1 knows the gateway's MAC statically, so the spoofed-source-IP cell
@@ -861,4 +867,299 @@ fn nix_rejects_bad_values() {
     let err =
         nix_eval(&format!("({}).ruleset", nix_expr(&[&VM1], &[70000], &[]))).expect_err("port");
     assert!(err.contains("70000"), "{err}");
+}
+
+// ---------------------------------------------------------------- real Nanos guests
+
+/// A Nanos VM in the matrix: its declaration for the rules (TAP and MAC as
+/// the helper derives them, read back with `check-config`).
+fn nanos_decl(sb: &vm::Sandbox, name: &'static str, ip: &'static str) -> VmDecl {
+    let out = sb.run(
+        None,
+        &[
+            "check-config",
+            sb.config_dir.join(format!("{name}.json")).to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "check-config {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let leak = |k: &str| -> &'static str {
+        Box::leak(
+            v["network"][k]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                .into_boxed_str(),
+        )
+    };
+    VmDecl {
+        name,
+        tap: leak("tap"),
+        ip,
+        mac: leak("mac"),
+    }
+}
+
+/// Ask the guest at `vm_ip` (from the host namespace) to connect to `dst:port`.
+fn guest_connect(host: &NetNs, vm_ip: &str, dst: &str, port: u16) -> (Exp, String) {
+    let url = format!("http://{vm_ip}:{SRV}/connect/{dst}:{port}");
+    let body =
+        vm::http_get(host, &url).unwrap_or_else(|| panic!("no answer from the guest at {url}"));
+    match body.trim() {
+        "open" => (Exp::Open, String::new()),
+        b if b.starts_with("blocked") => (Exp::Blocked, b.to_owned()),
+        b => panic!("unexpected answer from {url}: {b:?}"),
+    }
+}
+
+/// Connect from a namespace (exit 0 open, 1 blocked; anything else a broken probe).
+fn ns_connect(ns: &NetNs, dst: &str, port: u16) -> (Exp, String) {
+    let mut g = Probe::Tcp {
+        ns,
+        dst,
+        port,
+        src: None,
+    }
+    .spawn();
+    let st = g.wait();
+    let err = g.stderr_text();
+    match st.code() {
+        Some(0) => (Exp::Open, String::new()),
+        Some(1) => (Exp::Blocked, err.trim().to_owned()),
+        _ => panic!(
+            "probe {} -> {dst}:{port} failed to run ({st}): {err}",
+            ns.name
+        ),
+    }
+}
+
+fn nanos_matrix(host: &NetNs, outside: &NetNs, n1: &VmDecl, n2: &VmDecl) -> Vec<Cell> {
+    use Exp::*;
+    let cell = |from: &str, to: String, expected: Exp, (observed, detail): (Exp, String)| Cell {
+        from: from.into(),
+        to,
+        expected,
+        observed,
+        detail,
+    };
+    vec![
+        cell(
+            "nanos1",
+            format!("gateway {GW}:{ALLOWED_TCP} (allowed)"),
+            Open,
+            guest_connect(host, n1.ip, GW, ALLOWED_TCP),
+        ),
+        cell(
+            "nanos2",
+            format!("gateway {GW}:{ALLOWED_TCP} (allowed)"),
+            Open,
+            guest_connect(host, n2.ip, GW, ALLOWED_TCP),
+        ),
+        cell(
+            "nanos1",
+            format!("gateway {GW}:{OTHER_TCP} (not allowed)"),
+            Blocked,
+            guest_connect(host, n1.ip, GW, OTHER_TCP),
+        ),
+        cell(
+            "nanos1",
+            format!("nanos2 {}:{SRV}", n2.ip),
+            Blocked,
+            guest_connect(host, n1.ip, n2.ip, SRV),
+        ),
+        cell(
+            "nanos2",
+            format!("nanos1 {}:{SRV}", n1.ip),
+            Blocked,
+            guest_connect(host, n2.ip, n1.ip, SRV),
+        ),
+        cell(
+            "nanos1",
+            format!("outside {OUTSIDE}:{SRV}"),
+            Blocked,
+            guest_connect(host, n1.ip, OUTSIDE, SRV),
+        ),
+        cell(
+            "outside",
+            format!("nanos1 {}:{SRV}", n1.ip),
+            Blocked,
+            ns_connect(outside, n1.ip, SRV),
+        ),
+        cell(
+            "host",
+            format!("nanos1 {}:{SRV}", n1.ip),
+            Open,
+            ns_connect(host, n1.ip, SRV),
+        ),
+        cell(
+            "host",
+            format!("nanos2 {}:{SRV}", n2.ip),
+            Open,
+            ns_connect(host, n2.ip, SRV),
+        ),
+    ]
+}
+
+/// The same rules with real Nanos guests (MCP_NANOS_DIR): two VMs started by
+/// the helper on their TAPs (isolated bridge ports) in a host namespace that
+/// holds the bridge, the rules and a routed "outside" namespace. Each guest
+/// runs tests/net-probe, so the VM-side connections come from Nanos's own
+/// network stack. Spoofed frames cannot be sent from a Nanos guest (no raw
+/// sockets); those cells are covered by `isolation_matrix` above. Control:
+/// with the tables deleted and the ports' isolated flag off, every cell opens.
+#[test]
+fn isolation_matrix_nanos_guests() {
+    let test = "isolation_matrix_nanos_guests";
+    if !prerequisites(test) {
+        return;
+    }
+    let (dir, ops) = match vm::nanos_guest() {
+        Ok(vm::Guest::Nanos { dir, ops, .. }) => (dir, ops),
+        Ok(_) => unreachable!(),
+        Err(e) => return netns::skip(test, &e),
+    };
+    let probe = match vm::net_probe() {
+        Ok(p) => p,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let Some(user) = vm::qemu_user() else {
+        return netns::skip(test, "no mcp-qemu user to run QEMU as (.ci/run creates it)");
+    };
+    let sb = vm::Sandbox::new("isonanos");
+    let host = vm::bridge_ns("nhost");
+    let outside = NetNs::new("noutside");
+    host.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    host.run(&[
+        "ip",
+        "link",
+        "add",
+        "out0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside.name,
+    ]);
+    host.run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{OUTSIDE_HOST}/24"),
+        "dev",
+        "out0",
+    ]);
+    host.run(&["ip", "link", "set", "out0", "up"]);
+    outside.run(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
+    outside.run(&["ip", "link", "set", "eth0", "up"]);
+    outside.run(&["ip", "route", "add", "default", "via", OUTSIDE_HOST]);
+
+    for (name, ip) in [("nanos1", "10.99.0.2"), ("nanos2", "10.99.0.3")] {
+        sb.write_config(
+            name,
+            &serde_json::json!({
+                "schema_version": 1,
+                "name": name,
+                "program": probe,
+                "args": ["--listen", format!("0.0.0.0:{SRV}")],
+                "memory_mib": 128,
+                "accel": vm::accel(),
+                "network": { "ip": ip },
+                "nanos_dir": dir,
+                "ops": ops,
+                "qemu_user": user,
+                "qemu_group": user,
+                "stop_timeout_secs": 20
+            }),
+        );
+    }
+    let n1 = nanos_decl(&sb, "nanos1", "10.99.0.2");
+    let n2 = nanos_decl(&sb, "nanos2", "10.99.0.3");
+    let rules = ruleset(&[&n1, &n2], &[ALLOWED_TCP as u32], &[5353]);
+    let f = TempFile::new(&rules);
+    host.run(&["nft", "-f", f.path()]);
+    // Listeners dropped (killed by PID) before the namespaces, VMs stopped below.
+    let _listeners = [
+        spawn_listener(&host, GW, ALLOWED_TCP),
+        spawn_listener(&host, GW, OTHER_TCP),
+        spawn_listener(&outside, OUTSIDE, SRV),
+    ];
+
+    let mut vms = Vec::new();
+    for d in [&n1, &n2] {
+        let log = sb.root.join(format!("{}.log", d.name));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = sb
+            .cmd(Some(&host), &["start", d.name])
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("spawn start");
+        vms.push((d.name, ChildGuard::new(child), log));
+    }
+    for (name, _, log) in &vms {
+        let ip = if *name == "nanos1" { n1.ip } else { n2.ip };
+        let up = vm::wait_http(
+            &host,
+            &format!("http://{ip}:{SRV}/"),
+            "net-probe ready\n",
+            Duration::from_secs(60),
+        );
+        assert!(
+            up.is_some(),
+            "{name} did not come up: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    let cells = nanos_matrix(&host, &outside, &n1, &n2);
+    print_matrix("Nanos guests, rules loaded, isolated ports", &cells, false);
+    println!("(spoofed IP/MAC/ARP cells: not sendable from a Nanos guest; see isolation_matrix)");
+    let with_rules = std::panic::catch_unwind(|| assert_cells(&cells, false));
+
+    // Control: no tables, ports not isolated: every cell must open.
+    host.run(&["nft", "delete", "table", "bridge", "mcp-unikernel"]);
+    host.run(&["nft", "delete", "table", "inet", "mcp-unikernel-host"]);
+    for d in [&n1, &n2] {
+        host.run(&[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            d.tap,
+            "type",
+            "bridge_slave",
+            "isolated",
+            "off",
+        ]);
+    }
+    let open = nanos_matrix(&host, &outside, &n1, &n2);
+    print_matrix(
+        "Nanos guests, NO rules, ports NOT isolated (every cell must be open)",
+        &open,
+        true,
+    );
+    let control = std::panic::catch_unwind(|| assert_cells(&open, true));
+
+    for (name, mut guard, _) in vms {
+        let out = sb.run(Some(&host), &["stop", name]);
+        assert!(
+            out.status.success(),
+            "stop {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        guard.wait();
+        sb.run(Some(&host), &["cleanup", name]);
+    }
+    if let Err(e) = with_rules {
+        std::panic::resume_unwind(e);
+    }
+    if let Err(e) = control {
+        std::panic::resume_unwind(e);
+    }
 }

@@ -163,6 +163,23 @@ pub fn file_server() -> Result<PathBuf, String> {
     }
 }
 
+/// The static net-probe test guest (tests/net-probe; tests/run builds it).
+pub fn net_probe() -> Result<PathBuf, String> {
+    let p = std::env::var_os("MCP_NET_PROBE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(ROOT).join("target/x86_64-unknown-linux-gnu/release/net-probe")
+        });
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "static net-probe {} missing (tests/run builds it)",
+            p.display()
+        ))
+    }
+}
+
 /// Kernel, base initramfs (built once per test binary by
 /// tests/guest/build-initramfs.sh) and the static example server.
 pub fn standin_guest() -> Result<StandinGuest, String> {

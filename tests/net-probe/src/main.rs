@@ -1,0 +1,116 @@
+//! net-probe: a test guest for the isolation matrix. It listens for HTTP and
+//! answers `GET /connect/IP:PORT` by trying a TCP connection *from the guest*
+//! (1 s timeout): `open`, or `blocked: <error>`. Any other request gets
+//! `net-probe ready`. One request per connection; one log line per probe on
+//! stdout (the serial console).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "Usage: net-probe [--listen ADDR:PORT]   (default 0.0.0.0:8080)
+GET /connect/IP:PORT  -> 'open' or 'blocked: <error>' (TCP connect from here, 1 s timeout)
+GET anything else     -> 'net-probe ready'
+";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The answer for a request target.
+fn answer(target: &str) -> (u16, String) {
+    let Some(dest) = target.strip_prefix("/connect/") else {
+        return (200, "net-probe ready\n".into());
+    };
+    let addr: SocketAddr = match dest.parse() {
+        Ok(a) => a,
+        Err(e) => return (400, format!("bad address {dest:?}: {e}\n")),
+    };
+    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        Ok(_) => (200, "open\n".into()),
+        Err(e) => (200, format!("blocked: {e}\n")),
+    }
+}
+
+fn handle(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    // Drain the headers.
+    let mut h = String::new();
+    while reader.read_line(&mut h)? > 2 {
+        h.clear();
+    }
+    let (status, body) = answer(&target);
+    if target.starts_with("/connect/") {
+        println!("probe {target}: {}", body.trim());
+    }
+    let reason = if status == 200 { "OK" } else { "Bad Request" };
+    let mut s = stream;
+    write!(
+        s,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    s.flush()
+}
+
+fn main() -> ExitCode {
+    let mut listen = "0.0.0.0:8080".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => match args.next() {
+                Some(v) => listen = v,
+                None => {
+                    eprint!("net-probe: --listen needs a value\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprint!("net-probe: unknown argument {other:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("net-probe: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("net-probe listening on {listen}");
+    for conn in listener.incoming().flatten() {
+        // A probe waits up to 1 s; serve each connection on its own thread
+        // so probes from the host can run side by side.
+        std::thread::spawn(move || {
+            let _ = handle(conn);
+        });
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer;
+    use std::net::TcpListener;
+
+    #[test]
+    fn connect_to_a_listener_is_open_and_to_a_closed_port_blocked() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(answer(&format!("/connect/127.0.0.1:{port}")).1, "open\n");
+        drop(l);
+        assert!(answer(&format!("/connect/127.0.0.1:{port}"))
+            .1
+            .starts_with("blocked: "));
+        assert_eq!(answer("/connect/nonsense").0, 400);
+        assert_eq!(answer("/").1, "net-probe ready\n");
+    }
+}
