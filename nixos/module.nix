@@ -557,7 +557,6 @@ in
           documentation = [ "https://github.com/nanovms/nanos" ];
           after = [ "network.target" "nftables.service" ];
           partOf = [ "mcp-unikernels.target" ];
-          path = [ pkgs.iproute2 ];
           serviceConfig = {
             # The helper execs QEMU, so the main PID is QEMU.
             Type = "exec";

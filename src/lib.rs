@@ -3,7 +3,7 @@
 //! One module per job: `config` (schema and validation), `derive` (TAP name,
 //! MAC), `paths`, `staging` + `inputs` (volume staging and input hashing),
 //! `opsconfig` + `image` (image builds), `cpio` (Linux stand-in initramfs),
-//! `tap` (TAP devices and bridge ports), `qemu` (command line), `qmp`,
+//! `tap` (TAP devices and bridge ports) + `netlink` (rtnetlink link requests), `qemu` (command line), `qmp`,
 //! `procinfo` + `launch` (PID validation), `lock`, `privs`, and `commands`.
 
 pub mod commands;
@@ -14,6 +14,7 @@ pub mod image;
 pub mod inputs;
 pub mod launch;
 pub mod lock;
+pub mod netlink;
 pub mod opsconfig;
 pub mod paths;
 pub mod privs;

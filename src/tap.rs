@@ -1,12 +1,13 @@
 //! TAP devices: created persistent and owned by the QEMU user through the
 //! TUNSETIFF/TUNSETOWNER/TUNSETGROUP/TUNSETPERSIST ioctls, then attached to the
-//! bridge as an isolated port with iproute2 (one `ip -batch` process).
+//! bridge as an isolated port over rtnetlink (src/netlink.rs).
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
+use crate::netlink::{NetlinkError, Rtnl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -158,34 +159,18 @@ pub fn ensure(name: &str, uid: u32, gid: u32) -> Result<TapOutcome, NetError> {
     Ok(outcome)
 }
 
-/// Attach as an isolated bridge port and bring it up.
+/// Attach as an isolated bridge port and bring it up, in that order, so no
+/// frame passes the port before it is isolated.
 pub fn attach(tap: &str, bridge: &str) -> Result<(), NetError> {
-    let script = format!(
-        "link set dev {tap} master {bridge}\nlink set dev {tap} type bridge_slave isolated on\nlink set dev {tap} up\n"
-    );
-    let err = |detail: String| NetError::Attach {
+    let err = |e: NetlinkError| NetError::Attach {
         tap: tap.into(),
         bridge: bridge.into(),
-        detail,
+        detail: e.to_string(),
     };
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("cannot run `ip` (iproute2): {e}")))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| err(e.to_string()))?;
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-    }
-    Ok(())
+    let mut nl = Rtnl::open().map_err(err)?;
+    nl.set_master(tap, bridge).map_err(err)?;
+    nl.set_isolated(tap, true).map_err(err)?;
+    nl.set_up(tap).map_err(err)
 }
 
 /// Remove a TAP if it exists (and is a TAP). Returns whether one was removed.

@@ -112,6 +112,26 @@ fn serves_volume_and_stops_cleanly(test: &str, nanos: bool) {
     assert_eq!(st["pid"], pid, "{st}");
     assert_eq!(st["ip"], "10.99.0.2");
     assert_eq!(st["tap"], "mcp-web");
+    // The TAP is an isolated port of the bridge, up (set over rtnetlink).
+    let sys = |f: &str| {
+        ns.run(&["cat", &format!("/sys/class/net/mcp-web/{f}")])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        sys("brport/isolated"),
+        "1",
+        "TAP not an isolated bridge port"
+    );
+    assert!(ns
+        .run(&["readlink", "/sys/class/net/mcp-web/master"])
+        .trim()
+        .ends_with("/mcp-br0"));
+    assert_eq!(
+        u32::from_str_radix(sys("flags").trim_start_matches("0x"), 16).unwrap() & 1,
+        1,
+        "TAP not up"
+    );
     let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(
         exe.to_string_lossy().contains("qemu-system"),

@@ -154,7 +154,6 @@ assert t["ExecStopPost"] == h + " cleanup %i", t["ExecStopPost"]
 assert t["Type"] == "exec", t["Type"]
 assert "0" in t["SuccessExitStatus"], t["SuccessExitStatus"]
 assert t["StateDirectory"] == "mcp-unikernel/%i" and t["RuntimeDirectory"] == "mcp-unikernel/%i"
-assert any("iproute2" in p for p in d["mcp-unikernel@"]["path"])
 '
 
 check units-hardening "$GOOD" services '
