@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::config::{ResolvedNet, Validated};
 use crate::cpio::CpioWriter;
+use crate::digests::DigestCache;
 use crate::inputs::InputHasher;
 use crate::opsconfig;
 use crate::paths::VmPaths;
@@ -110,13 +111,18 @@ pub fn resolve_command(cmd: &str) -> Option<PathBuf> {
 }
 
 /// Everything but the volumes: program bytes, generated config, kernel files,
-/// the ops binary's identity.
-fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
+/// the ops binary's identity. The large read-only files go through the
+/// digest cache.
+fn base_inputs(v: &Validated, cache: &mut DigestCache) -> Result<InputHasher, BuildError> {
     let c = &v.config;
     let mut h = InputHasher::new();
+    let mut file = |h: &mut InputHasher, tag: &str, p: &Path, what: &'static str| {
+        let (len, digest, _) = cache.digest(p).map_err(io_err(what, p))?;
+        h.file_digest(tag, len, &digest);
+        Ok::<(), BuildError>(())
+    };
     if let Some(p) = &c.program {
-        h.file("program", p, None)
-            .map_err(io_err("reading program", p))?;
+        file(&mut h, "program", p, "reading program")?;
     }
     match &c.direct_boot {
         Some(db) => {
@@ -124,10 +130,8 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
             for (name, content) in standin_files(v) {
                 h.field(name, content.as_bytes());
             }
-            h.file("kernel", &db.kernel, None)
-                .map_err(io_err("reading kernel", &db.kernel))?;
-            h.file("initrd", &db.initrd, None)
-                .map_err(io_err("reading initrd", &db.initrd))?;
+            file(&mut h, "kernel", &db.kernel, "reading kernel")?;
+            file(&mut h, "initrd", &db.initrd, "reading initrd")?;
         }
         None => {
             h.field("mode", b"nanos (ops build)");
@@ -150,8 +154,7 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
             if let Some(dir) = &c.nanos_dir {
                 for f in ["kernel.img", "boot.img"] {
                     let p = dir.join(f);
-                    h.file(f, &p, None)
-                        .map_err(io_err("reading Nanos file", &p))?;
+                    file(&mut h, f, &p, "reading Nanos file")?;
                 }
                 let klibs = dir.join("klibs");
                 if klibs.is_dir() {
@@ -164,8 +167,7 @@ fn base_inputs(v: &Validated) -> Result<InputHasher, BuildError> {
                         let p = klibs.join(&n);
                         if p.is_file() {
                             h.field("klib", n.as_bytes());
-                            h.file("klib-content", &p, None)
-                                .map_err(io_err("reading klib", &p))?;
+                            file(&mut h, "klib-content", &p, "reading klib")?;
                         }
                     }
                 }
@@ -242,7 +244,12 @@ fn fresh_dir(p: &Path) -> Result<(), BuildError> {
 pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
     let t0 = Instant::now();
     remove_scratch(paths)?;
-    let base = base_inputs(v)?;
+    let mut cache = DigestCache::load(&paths.input_digests());
+    let base = base_inputs(v, &mut cache)?;
+    if let Err(e) = cache.save() {
+        // Only a cache: the next start reads the files again.
+        tracing::warn!(error = %e, "cannot save the input digest cache");
+    }
     let mut check = base.clone();
     staging::walk_volumes(&v.config.volumes, &mut check, None)?;
     let hash = check.finish_hex();

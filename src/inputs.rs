@@ -20,7 +20,7 @@ impl Default for InputHasher {
 impl InputHasher {
     pub fn new() -> Self {
         let mut inner = blake3::Hasher::new();
-        inner.update(b"mcp-unikernel inputs v1\0");
+        inner.update(b"mcp-unikernel inputs v2\0");
         InputHasher { inner }
     }
 
@@ -65,6 +65,14 @@ impl InputHasher {
             self.field("size-changed", &total.to_le_bytes());
         }
         Ok(total)
+    }
+
+    /// A file by its size and content digest (from `digests::DigestCache`),
+    /// for inputs whose bytes need not be streamed through this hasher.
+    pub fn file_digest(&mut self, tag: &str, len: u64, digest: &[u8; 32]) {
+        self.field("file-digest", tag.as_bytes());
+        self.inner.update(&len.to_le_bytes());
+        self.inner.update(digest);
     }
 
     pub fn finish_hex(&self) -> String {

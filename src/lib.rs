@@ -2,7 +2,8 @@
 //!
 //! One module per job: `config` (schema and validation), `derive` (TAP name,
 //! MAC), `paths`, `staging` + `inputs` (volume staging and input hashing),
-//! `opsconfig` + `image` (image builds), `cpio` (Linux stand-in initramfs),
+//! `digests` (remembered digests of large read-only inputs), `opsconfig` +
+//! `image` (image builds), `cpio` (Linux stand-in initramfs),
 //! `tap` (TAP devices and bridge ports) + `netlink` (rtnetlink link requests), `qemu` (command line), `qmp`,
 //! `procinfo` + `launch` (PID validation), `lock`, `privs`, and `commands`.
 
@@ -10,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod cpio;
 pub mod derive;
+pub mod digests;
 pub mod image;
 pub mod inputs;
 pub mod launch;

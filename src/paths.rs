@@ -50,6 +50,10 @@ impl VmPaths {
         self.state
             .join(format!("{what}.tmp-{}", std::process::id()))
     }
+    /// Remembered digests of the large read-only inputs (src/digests.rs).
+    pub fn input_digests(&self) -> PathBuf {
+        self.state.join("input-digests.json")
+    }
     pub fn ops_home(&self) -> PathBuf {
         self.state.join("ops-home")
     }

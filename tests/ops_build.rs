@@ -11,7 +11,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, FileExt};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -302,4 +302,63 @@ fn relative_dirs_build_with_ops() {
     );
     assert!(sb.state_dir.join("web/image/disk.img").is_file());
     assert!(sb.state_dir.join("web/ops-home/.ops").is_dir());
+}
+
+/// The Nanos kernel's digest is remembered between builds (keyed by inode,
+/// size, mtime, ctime): an unchanged kernel is not re-read, and rewriting it
+/// in place with the same size still triggers a rebuild.
+#[test]
+fn remembered_kernel_digest_never_hides_a_change() {
+    let test = "remembered_kernel_digest_never_hides_a_change";
+    let ops = match vm::ops() {
+        Ok(o) => o,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let program = match vm::file_server() {
+        Ok(p) => p,
+        Err(e) => return netns::skip(test, &e),
+    };
+    let sb = Sandbox::new("digests");
+    let nanos = sb.root.join("nanos-placeholder");
+    placeholder_nanos(&nanos);
+    let vol = sb.root.join("www");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("index.html"), "x\n").unwrap();
+    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
+    // Files younger than a second are never remembered; let them settle.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = sb.run(None, &["build", "web"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(built)"),
+        "{}",
+        text(&out)
+    );
+    let cache = fs::read_to_string(sb.state_dir.join("web/input-digests.json")).unwrap();
+    assert!(
+        cache.contains("kernel.img"),
+        "kernel digest not remembered: {cache}"
+    );
+    let out = sb.run(None, &["build", "web"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not rebuilt"),
+        "{}",
+        text(&out)
+    );
+
+    // Same size, one byte different, same inode: rebuilt.
+    let k = nanos.join("kernel.img");
+    let mut bytes = fs::read(&k).unwrap();
+    bytes[100] ^= 1;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&k)
+        .unwrap()
+        .write_all_at(&bytes, 0)
+        .unwrap();
+    let out = sb.run(None, &["build", "web"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(built)"),
+        "kernel change missed: {}",
+        text(&out)
+    );
 }
