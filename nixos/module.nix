@@ -200,6 +200,10 @@ let
         message = "services.mcp.bridge.name = \"${cfg.bridge.name}\" is not a valid interface name (1 to 15 characters, no '/', ':' or whitespace).";
       }
       {
+        assertion = cfg.bridge.macAddress == null || derive.isUnicastMac cfg.bridge.macAddress;
+        message = "services.mcp.bridge.macAddress = \"${toString cfg.bridge.macAddress}\" is not a unicast MAC address like \"02:6d:63:70:00:01\".";
+      }
+      {
         assertion = !(cfg.firewall.enable && bridged != { }) || config.networking.nftables.enable;
         message = "services.mcp.firewall.enable needs networking.nftables.enable = true (the isolation rules are nftables tables).";
       }
@@ -463,6 +467,18 @@ in
         example = "192.168.77.1/24";
         description = "The host's address on the bridge (the VMs' gateway) with the subnet's prefix length.";
       };
+      macAddress = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = derive.bridgeMac cfg.bridge.name;
+        defaultText = lib.literalMD ''a locally administered MAC derived from {option}`services.mcp.bridge.name`'';
+        example = "02:6d:63:70:00:01";
+        description = ''
+          MAC address of the bridge. A bridge without one takes the lowest MAC
+          of its ports, so it changes whenever a VM's TAP joins or leaves, and
+          the VMs' neighbour entries for the gateway go stale. `null` leaves
+          that kernel behaviour in place.
+        '';
+      };
     };
 
     firewall = {
@@ -674,10 +690,13 @@ in
         # Works with scripted networking and with systemd-networkd
         # (networking.useNetworkd translates these options into .netdev/.network).
         networking.bridges.${cfg.bridge.name}.interfaces = [ ];
-        networking.interfaces.${cfg.bridge.name}.ipv4.addresses = lib.optional (bridgeCIDR != null) {
-          address = gateway;
-          inherit prefixLength;
-        };
+        networking.interfaces.${cfg.bridge.name} = {
+          ipv4.addresses = lib.optional (bridgeCIDR != null) {
+            address = gateway;
+            inherit prefixLength;
+          };
+        }
+        // lib.optionalAttrs (cfg.bridge.macAddress != null) { inherit (cfg.bridge) macAddress; };
         # A bridge without ports has no carrier: let networkd configure it anyway.
         systemd.network.networks."40-${cfg.bridge.name}" = lib.mkIf config.networking.useNetworkd {
           networkConfig.ConfigureWithoutCarrier = true;

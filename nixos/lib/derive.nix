@@ -52,6 +52,23 @@ rec {
     in
     builtins.concatStringsSep ":" ([ "02" ] ++ map byte [ 0 1 2 3 4 ]);
 
+  # The bridge's default MAC: fixed, so it does not follow its lowest port's
+  # MAC as TAPs join and leave (which flushes the VMs' neighbour entries).
+  bridgeMac =
+    bridgeName:
+    let
+      h = sha256 "mcp-unikernel-bridge:${bridgeName}";
+      byte = i: builtins.substring (2 * i) 2 h;
+    in
+    builtins.concatStringsSep ":" ([ "02" ] ++ map byte [ 0 1 2 3 4 ]);
+
+  # A unicast MAC ("aa:bb:cc:dd:ee:ff", the first octet even).
+  isUnicastMac =
+    s:
+    builtins.isString s
+    && builtins.match "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}" s != null
+    && mod (builtins.fromTOML "v = 0x${builtins.substring 0 2 s}").v 2 == 0;
+
   isIPv4 = s: parseIPv4 s != null;
 
   # "10.99.0.1/24" -> { address = "10.99.0.1"; prefixLength = 24; } or null.

@@ -47,11 +47,11 @@ done < <(find . -name '*.nix' -not -path './target/*' -not -path './.git/*' -pri
 EVAL_TESTS=(
   units-exec-lines units-hardening units-systemd-verify instance-dropins target-and-prune disabled-and-autostart
   json-schema json-check-config json-check-config-user-mode derive-matches-helper
-  bridge-and-firewall nft-ruleset-loads
+  bridge-and-firewall bridge-mac-null nft-ruleset-loads
   assert-duplicate-ip assert-ip-outside-subnet assert-ip-is-gateway assert-ip-network-address
   assert-ip-broadcast-address assert-ip-invalid assert-ip-missing assert-bridge-name-too-long
   assert-tap-collision assert-volume-target-relative assert-user-mode-ip
-  assert-bridge-mode-ports assert-name-invalid assert-nftables-disabled good-config-no-assertions
+  assert-bridge-mode-ports assert-name-invalid assert-bridge-mac-invalid assert-nftables-disabled good-config-no-assertions
   checks-evaluate
 )
 
@@ -305,6 +305,13 @@ a = d["interfaces"]["mcp-br0"]["ipv4"]["addresses"]
 assert a == [{"address": "10.99.0.1", "prefixLength": 24}], a
 assert d["nftablesEnable"] is True
 assert "mcp-br0" in d["firewall"]["interfaces"]
+import hashlib
+h = hashlib.sha256(b"mcp-unikernel-bridge:mcp-br0").hexdigest()
+want = "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
+assert d["interfaces"]["mcp-br0"].get("macAddress") == want, (d["interfaces"]["mcp-br0"], want)
+'
+check bridge-mac-null "{ imports = [ ($GOOD) ({ services.mcp.bridge.macAddress = null; }) ]; }" 'networking' '
+assert "macAddress" not in d["interfaces"]["mcp-br0"], d["interfaces"]["mcp-br0"]
 '
 
 # ---- nft ruleset ------------------------------------------------------------
@@ -382,6 +389,9 @@ assert_case assert-bridge-mode-ports \
 assert_case assert-name-invalid \
   "{ services.mcp.unikernels.Bad_Name = { program = \"$ELF\"; network.ip = \"10.99.0.30\"; }; }" \
   'unikernels\.Bad_Name: the name "Bad_Name" must match'
+assert_case assert-bridge-mac-invalid \
+  "{ services.mcp.bridge.macAddress = \"03:00:00:00:00:01\"; }" \
+  'services\.mcp\.bridge\.macAddress = "03:00:00:00:00:01" is not a unicast MAC address'
 assert_case assert-nftables-disabled \
   "{ lib, ... }: { networking.nftables.enable = lib.mkForce false; }" \
   'services\.mcp\.firewall\.enable needs networking\.nftables\.enable = true'
