@@ -1355,8 +1355,8 @@ fn bench_check(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, mib: u64, runs: usize) 
         None,
     ));
     ctx.notes.push(format!(
-        "Nothing-changed check: {mib} files of 1 MiB plus index.html, read from the page cache (the first build read them); \
-         the kernel, base initramfs and program are hashed too."
+        "Nothing-changed check: {mib} files of 1 MiB plus index.html, read from the page cache (the first build read them) and hashed in full; \
+         the program and kernel files are checked too, by their remembered digests (src/digests.rs)."
     ));
     Ok(())
 }

@@ -264,6 +264,36 @@ fn spawn_listener(ns: &NetNs, addr: &str, port: u16) -> ChildGuard {
     g
 }
 
+/// `outside` (192.168.77.2) behind the host's `out0` (192.168.77.1): a host
+/// off the bridge, reachable only through the host's routing.
+fn route_outside(host: &NetNs, outside: &NetNs) {
+    host.run(&[
+        "ip",
+        "link",
+        "add",
+        "out0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside.name,
+    ]);
+    host.run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{OUTSIDE_HOST}/24"),
+        "dev",
+        "out0",
+    ]);
+    host.run(&["ip", "link", "set", "out0", "up"]);
+    outside.run(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
+    outside.run(&["ip", "link", "set", "eth0", "up"]);
+    outside.run(&["ip", "route", "add", "default", "via", OUTSIDE_HOST]);
+}
+
 // ---------------------------------------------------------------- the lab
 
 struct Lab {
@@ -328,32 +358,7 @@ impl Lab {
             ns.run(&["ip", "link", "set", "eth0", "up"]);
             ns.run(&["ip", "route", "add", "default", "via", GW]);
         }
-        h.run(&[
-            "ip",
-            "link",
-            "add",
-            "out0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &lab.outside.name,
-        ]);
-        h.run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{OUTSIDE_HOST}/24"),
-            "dev",
-            "out0",
-        ]);
-        h.run(&["ip", "link", "set", "out0", "up"]);
-        let o = &lab.outside;
-        o.run(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
-        o.run(&["ip", "link", "set", "eth0", "up"]);
-        o.run(&["ip", "route", "add", "default", "via", OUTSIDE_HOST]);
+        route_outside(h, &lab.outside);
 
         if let Some(text) = rules {
             let f = TempFile::new(text);
@@ -1033,31 +1038,7 @@ fn isolation_matrix_nanos_guests() {
     let host = vm::bridge_ns("nhost");
     let outside = NetNs::new("noutside");
     host.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    host.run(&[
-        "ip",
-        "link",
-        "add",
-        "out0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &outside.name,
-    ]);
-    host.run(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{OUTSIDE_HOST}/24"),
-        "dev",
-        "out0",
-    ]);
-    host.run(&["ip", "link", "set", "out0", "up"]);
-    outside.run(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
-    outside.run(&["ip", "link", "set", "eth0", "up"]);
-    outside.run(&["ip", "route", "add", "default", "via", OUTSIDE_HOST]);
+    route_outside(&host, &outside);
 
     for (name, ip) in [("nanos1", "10.99.0.2"), ("nanos2", "10.99.0.3")] {
         sb.write_config(

@@ -78,28 +78,61 @@ fn placeholder_config(program: &Path, vol: &Path, nanos: &Path, ops: &str) -> se
     })
 }
 
-#[test]
-fn ops_build_puts_staged_files_at_guest_paths() {
-    let test = "ops_build_puts_staged_files_at_guest_paths";
+/// What each test here starts from: ops, the example server, a sandbox with
+/// placeholder Nanos files and a volume holding `index.html`, and the
+/// config `web` over them. None (the test reported skipped) without ops or
+/// the server.
+struct Setup {
+    sb: Sandbox,
+    ops: String,
+    nanos: std::path::PathBuf,
+    vol: std::path::PathBuf,
+}
+
+fn setup(test: &str, tag: &str, index_html: &str) -> Option<Setup> {
     let ops = match vm::ops() {
         Ok(o) => o,
-        Err(e) => return netns::skip(test, &e),
+        Err(e) => {
+            netns::skip(test, &e);
+            return None;
+        }
     };
     let program = match vm::file_server() {
         Ok(p) => p,
-        Err(e) => return netns::skip(test, &e),
+        Err(e) => {
+            netns::skip(test, &e);
+            return None;
+        }
     };
-    let sb = Sandbox::new("opsbuild");
+    let sb = Sandbox::new(tag);
     let nanos = sb.root.join("nanos-placeholder");
     placeholder_nanos(&nanos);
     let vol = sb.root.join("www");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("index.html"), index_html).unwrap();
+    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
+    Some(Setup {
+        sb,
+        ops,
+        nanos,
+        vol,
+    })
+}
+
+#[test]
+fn ops_build_puts_staged_files_at_guest_paths() {
+    let Some(Setup { sb, ops, vol, .. }) = setup(
+        "ops_build_puts_staged_files_at_guest_paths",
+        "opsbuild",
+        "served from the image\n",
+    ) else {
+        return;
+    };
     fs::create_dir_all(vol.join("certs")).unwrap();
-    fs::write(vol.join("index.html"), "served from the image\n").unwrap();
     fs::write(vol.join("certs/tls.pem"), "-----BEGIN TEST-----\n").unwrap();
     fs::write(sb.root.join("outside-secret"), "host secret\n").unwrap();
     symlink(sb.root.join("outside-secret"), vol.join("escape")).unwrap();
     symlink("index.html", vol.join("alias.html")).unwrap();
-    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
 
     let out = sb.run(None, &["build", "web"]);
     assert!(out.status.success(), "build failed: {}", text(&out));
@@ -169,22 +202,13 @@ fn ops_build_puts_staged_files_at_guest_paths() {
 /// built from, and the next build of the new inputs is clean.
 #[test]
 fn helper_killed_during_ops_build_keeps_last_good_image() {
-    let test = "helper_killed_during_ops_build_keeps_last_good_image";
-    let ops = match vm::ops() {
-        Ok(o) => o,
-        Err(e) => return netns::skip(test, &e),
+    let Some(Setup { sb, ops, vol, .. }) = setup(
+        "helper_killed_during_ops_build_keeps_last_good_image",
+        "killops",
+        "last good\n",
+    ) else {
+        return;
     };
-    let program = match vm::file_server() {
-        Ok(p) => p,
-        Err(e) => return netns::skip(test, &e),
-    };
-    let sb = Sandbox::new("killops");
-    let nanos = sb.root.join("nanos-placeholder");
-    placeholder_nanos(&nanos);
-    let vol = sb.root.join("www");
-    fs::create_dir_all(&vol).unwrap();
-    fs::write(vol.join("index.html"), "last good\n").unwrap();
-    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
     let out = sb.run(None, &["build", "web"]);
     assert!(out.status.success(), "build failed: {}", text(&out));
     let image = sb.state_dir.join("web/image");
@@ -264,22 +288,10 @@ fn helper_killed_during_ops_build_keeps_last_good_image() {
 /// cwd in the staging tree, so the helper must hand it absolute paths.
 #[test]
 fn relative_dirs_build_with_ops() {
-    let test = "relative_dirs_build_with_ops";
-    let ops = match vm::ops() {
-        Ok(o) => o,
-        Err(e) => return netns::skip(test, &e),
+    let Some(Setup { sb, .. }) = setup("relative_dirs_build_with_ops", "reldirs", "relative\n")
+    else {
+        return;
     };
-    let program = match vm::file_server() {
-        Ok(p) => p,
-        Err(e) => return netns::skip(test, &e),
-    };
-    let sb = Sandbox::new("reldirs");
-    let nanos = sb.root.join("nanos-placeholder");
-    placeholder_nanos(&nanos);
-    let vol = sb.root.join("www");
-    fs::create_dir_all(&vol).unwrap();
-    fs::write(vol.join("index.html"), "relative\n").unwrap();
-    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
     let out = Command::new(vm::BIN)
         .current_dir(&sb.root)
         .args([
@@ -309,22 +321,13 @@ fn relative_dirs_build_with_ops() {
 /// in place with the same size still triggers a rebuild.
 #[test]
 fn remembered_kernel_digest_never_hides_a_change() {
-    let test = "remembered_kernel_digest_never_hides_a_change";
-    let ops = match vm::ops() {
-        Ok(o) => o,
-        Err(e) => return netns::skip(test, &e),
+    let Some(Setup { sb, nanos, .. }) = setup(
+        "remembered_kernel_digest_never_hides_a_change",
+        "digests",
+        "x\n",
+    ) else {
+        return;
     };
-    let program = match vm::file_server() {
-        Ok(p) => p,
-        Err(e) => return netns::skip(test, &e),
-    };
-    let sb = Sandbox::new("digests");
-    let nanos = sb.root.join("nanos-placeholder");
-    placeholder_nanos(&nanos);
-    let vol = sb.root.join("www");
-    fs::create_dir_all(&vol).unwrap();
-    fs::write(vol.join("index.html"), "x\n").unwrap();
-    sb.write_config("web", &placeholder_config(&program, &vol, &nanos, &ops));
     // Files younger than a second are never remembered; let them settle.
     std::thread::sleep(Duration::from_millis(1100));
     let out = sb.run(None, &["build", "web"]);

@@ -44,23 +44,20 @@ rec {
     else
       "mcp-${builtins.substring 0 6 name}-${builtins.substring 0 4 (sha256 name)}";
 
-  mac =
-    name:
+  # "02:" + the first 5 bytes of sha256(seed): locally administered, unicast.
+  macFrom =
+    seed:
     let
-      h = sha256 "mcp-unikernel:${name}";
+      h = sha256 seed;
       byte = i: builtins.substring (2 * i) 2 h;
     in
     builtins.concatStringsSep ":" ([ "02" ] ++ map byte [ 0 1 2 3 4 ]);
 
+  mac = name: macFrom "mcp-unikernel:${name}";
+
   # The bridge's default MAC: fixed, so it does not follow its lowest port's
   # MAC as TAPs join and leave (which flushes the VMs' neighbour entries).
-  bridgeMac =
-    bridgeName:
-    let
-      h = sha256 "mcp-unikernel-bridge:${bridgeName}";
-      byte = i: builtins.substring (2 * i) 2 h;
-    in
-    builtins.concatStringsSep ":" ([ "02" ] ++ map byte [ 0 1 2 3 4 ]);
+  bridgeMac = bridgeName: macFrom "mcp-unikernel-bridge:${bridgeName}";
 
   # A unicast MAC ("aa:bb:cc:dd:ee:ff", the first octet even).
   isUnicastMac =
