@@ -398,12 +398,54 @@ pub struct OpsChild {
 /// `ops` child runs, let ops work for `into_build`, then SIGKILL the helper
 /// (by its PID; it is our child). Panics when ops never appeared or the
 /// helper exited before it could be killed (make the volume larger then).
+/// How an orphaned process ended, reaped by this (subreaper) test process.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OrphanEnd {
+    Exited(i32),
+    Signalled(i32),
+}
+
+/// Wait (up to `limit`) for `pid`, an orphan reparented to this test
+/// process (see `kill_helper_during_ops_build`), and say how it ended.
+pub fn reap_orphan(pid: i32, limit: Duration) -> Option<OrphanEnd> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let mut status = 0;
+        // SAFETY: waitpid on one PID with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(if libc::WIFSIGNALED(status) {
+                OrphanEnd::Signalled(libc::WTERMSIG(status))
+            } else {
+                OrphanEnd::Exited(libc::WEXITSTATUS(status))
+            });
+        }
+        assert!(
+            r == 0,
+            "waitpid({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
 pub fn kill_helper_during_ops_build(
     sb: &Sandbox,
     ns: Option<&NetNs>,
     args: &[&str],
     into_build: Duration,
 ) -> OpsChild {
+    // Orphans (the helper's ops, once the helper is dead) are reparented to
+    // this process, so the test can reap them and see how they ended.
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(
+        r,
+        0,
+        "PR_SET_CHILD_SUBREAPER: {}",
+        std::io::Error::last_os_error()
+    );
     let child = sb
         .cmd(ns, args)
         .stdout(Stdio::null())
