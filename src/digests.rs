@@ -10,7 +10,7 @@
 //! again every time until they settle. Volumes are not cached: they are
 //! operator data and are read in full on every start (src/staging.rs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -50,6 +50,9 @@ pub enum Source {
 pub struct DigestCache {
     path: PathBuf,
     store: Store,
+    /// Files asked about in this run; `save` forgets the others (old Nix
+    /// store paths after an upgrade, a removed klib).
+    seen: BTreeSet<PathBuf>,
     dirty: bool,
 }
 
@@ -78,12 +81,14 @@ impl DigestCache {
         DigestCache {
             path: path.to_owned(),
             store,
+            seen: BTreeSet::new(),
             dirty: false,
         }
     }
 
     /// Size and BLAKE3 digest of `file`'s content.
     pub fn digest(&mut self, file: &Path) -> io::Result<(u64, [u8; 32], Source)> {
+        self.seen.insert(file.to_owned());
         let mut f = File::open(file)?;
         let m = f.metadata()?;
         let key = |hashed_at_ns, blake3| Entry {
@@ -131,8 +136,13 @@ impl DigestCache {
         Ok((total, *digest.as_bytes(), Source::Read))
     }
 
-    /// Write the cache back if anything changed (owner-only, atomically).
+    /// Write the cache back if anything changed (owner-only, atomically),
+    /// keeping only the files asked about since `load`.
     pub fn save(&mut self) -> io::Result<()> {
+        let before = self.store.files.len();
+        let seen = &self.seen;
+        self.store.files.retain(|p, _| seen.contains(p));
+        self.dirty |= self.store.files.len() != before;
         if !self.dirty {
             return Ok(());
         }
@@ -221,6 +231,29 @@ mod tests {
         fs::rename(d.join("new"), &f).unwrap();
         let (_, h, src) = c.digest(&f).unwrap();
         assert_eq!((h, src), (*blake3::hash(b"two").as_bytes(), Source::Read));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn files_no_longer_asked_about_are_forgotten() {
+        let d = dir("forget");
+        let (old, new) = (d.join("old-program"), d.join("new-program"));
+        fs::write(&old, b"old").unwrap();
+        fs::write(&new, b"new").unwrap();
+        settle();
+        let cache = d.join("cache.json");
+        let mut c = DigestCache::load(&cache);
+        c.digest(&old).unwrap();
+        c.save().unwrap();
+        assert!(fs::read_to_string(&cache).unwrap().contains("old-program"));
+        let mut c = DigestCache::load(&cache);
+        c.digest(&new).unwrap();
+        c.save().unwrap();
+        let text = fs::read_to_string(&cache).unwrap();
+        assert!(
+            text.contains("new-program") && !text.contains("old-program"),
+            "{text}"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -23,6 +23,7 @@ const AF_UNSPEC: u8 = 0;
 const AF_BRIDGE: u8 = 7;
 const IFF_UP: u32 = 0x1;
 const NLMSG_HDRLEN: usize = 16;
+const ACK_TIMEOUT_SECS: libc::time_t = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -74,6 +75,24 @@ impl Rtnl {
         }
         // SAFETY: fd is a fresh, valid descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The kernel acks at once; never wait forever for a lost reply.
+        let tv = libc::timeval {
+            tv_sec: ACK_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt with a timeval of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(NetlinkError::Socket(io::Error::last_os_error()));
+        }
         Ok(Rtnl { fd, seq: 0 })
     }
 
@@ -131,6 +150,12 @@ impl Rtnl {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
+                }
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return Err(fail(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no reply from the kernel within {ACK_TIMEOUT_SECS} s"),
+                    )));
                 }
                 return Err(fail(e));
             }
