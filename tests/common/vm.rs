@@ -147,37 +147,32 @@ pub struct StandinGuest {
 
 static GUEST_BUILD: Mutex<()> = Mutex::new(());
 
-pub fn file_server() -> Result<PathBuf, String> {
-    let p = std::env::var_os("MCP_FILE_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(ROOT).join("target/x86_64-unknown-linux-gnu/release/file-server")
-        });
+/// A static guest program built by tests/run: `$env`, else its default path
+/// under target/.
+fn static_program(env: &str, bin: &str, what: &str) -> Result<PathBuf, String> {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(ROOT)
+            .join("target/x86_64-unknown-linux-gnu/release")
+            .join(bin)
+    });
     if p.is_file() {
         Ok(p)
     } else {
         Err(format!(
-            "static example server {} missing (tests/run builds it; or see examples/README.md)",
+            "{what} {} missing (tests/run builds it)",
             p.display()
         ))
     }
 }
 
-/// The static net-probe test guest (tests/net-probe; tests/run builds it).
+/// The static example server (examples/file-server).
+pub fn file_server() -> Result<PathBuf, String> {
+    static_program("MCP_FILE_SERVER", "file-server", "static example server")
+}
+
+/// The static net-probe test guest (tests/net-probe).
 pub fn net_probe() -> Result<PathBuf, String> {
-    let p = std::env::var_os("MCP_NET_PROBE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(ROOT).join("target/x86_64-unknown-linux-gnu/release/net-probe")
-        });
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "static net-probe {} missing (tests/run builds it)",
-            p.display()
-        ))
-    }
+    static_program("MCP_NET_PROBE", "net-probe", "static net-probe")
 }
 
 /// Kernel, base initramfs (built once per test binary by
