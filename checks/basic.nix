@@ -30,6 +30,9 @@ common: {
     machine.succeed("bridge -d link show dev mcp-web | grep -q 'isolated on'")
     machine.succeed("ip -o link show mcp-web | grep -q 'master mcp-br0'")
     machine.succeed("ip -4 -o addr show dev mcp-br0 | grep -q '10.99.0.1/24'")
+    # The bridge keeps the module's fixed MAC, not its TAP's.
+    br_mac = machine.succeed("cat /sys/class/net/mcp-br0/address").strip()
+    assert br_mac == "${(import ../nixos/lib/derive.nix).bridgeMac "mcp-br0"}", f"bridge MAC {br_mac}"
 
     status = machine.succeed("mcp-unikernel status web --json")
     assert "10.99.0.2" in status, status
