@@ -376,14 +376,14 @@ fn nanos_helper_killed_during_ops_build_last_good_image_still_boots() {
     );
 
     fs::write(vol.join("big.bin"), vec![0x5au8; 384 << 20]).unwrap();
-    let ops = vm::kill_helper_during_ops_build(
+    let ops_pid = vm::kill_helper_during_ops_build(
         &sb,
         Some(&ns),
         &["start", "web"],
         Duration::from_millis(300),
     );
     assert_eq!(
-        vm::reap_orphan(ops.pid, Duration::from_secs(60)),
+        vm::reap_orphan(ops_pid, Duration::from_secs(60)),
         Some(vm::OrphanEnd::Signalled(libc::SIGKILL)),
         "ops did not die with the killed helper"
     );

@@ -217,21 +217,18 @@ fn helper_killed_during_ops_build_keeps_last_good_image() {
 
     // Enough data that ops takes a second or more to write the image.
     fs::write(vol.join("big.bin"), vec![0x5au8; 384 << 20]).unwrap();
-    let ops_child =
+    let ops_pid =
         vm::kill_helper_during_ops_build(&sb, None, &["build", "web"], Duration::from_millis(300));
     // ops had over a second of writing left (it needs ~1.5 s for 384 MiB).
     // Orphaned, it is reaped here: killed by SIGKILL means it died with its
     // parent; exit 0 means it outlived the helper and finished its write.
-    let end = vm::reap_orphan(ops_child.pid, Duration::from_secs(60));
-    println!(
-        "ops PID {} after the helper was killed: {end:?}",
-        ops_child.pid
-    );
+    let end = vm::reap_orphan(ops_pid, Duration::from_secs(60));
+    println!("ops PID {} after the helper was killed: {end:?}", ops_pid);
     assert_eq!(
         end,
         Some(vm::OrphanEnd::Signalled(libc::SIGKILL)),
         "ops (PID {}) did not die with the killed helper",
-        ops_child.pid
+        ops_pid
     );
 
     // The last good image is untouched and still readable by ops.

@@ -13,6 +13,9 @@ use common::netns::ChildGuard;
 use common::vm::Sandbox;
 use serde_json::json;
 
+// Read /proc here independently of src/procinfo.rs on purpose: if the
+// helper's parser took the wrong field, a record made with the same parser
+// would still "match" and the trust test would pass for the wrong reason.
 fn start_ticks(pid: u32) -> u64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 1..];

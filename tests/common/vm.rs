@@ -350,49 +350,40 @@ pub fn vm_setup(test: &str, nanos: bool) -> Option<(Sandbox, NetNs, Guest)> {
     Some((Sandbox::new(test), bridge_ns("vm"), guest))
 }
 
-/// Parent PID and command name of a process, from /proc/PID/stat.
-pub fn ppid_comm(pid: i32) -> Option<(i32, String)> {
+/// State, parent PID and command name of a process, from /proc/PID/stat.
+struct ProcStat {
+    state: char,
+    ppid: i32,
+    comm: String,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
-    let comm = stat[open + 1..close].to_owned();
-    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-    Some((rest.get(1)?.parse().ok()?, comm))
+    let mut rest = stat[close + 2..].split(' ');
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        ppid,
+        comm: stat[open + 1..close].to_owned(),
+    })
 }
 
-/// Live children of `parent` whose command name is `comm`.
+/// Children of `parent` named `comm` that still run (zombies left out).
 pub fn children_named(parent: i32, comm: &str) -> Vec<i32> {
     let Ok(rd) = fs::read_dir("/proc") else {
         return vec![];
     };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| ppid_comm(pid).is_some_and(|(pp, c)| pp == parent && c == comm))
+        .filter(|&pid| {
+            proc_stat(pid).is_some_and(|s| s.ppid == parent && s.comm == comm && s.state != 'Z')
+        })
         .collect()
 }
 
-/// Whether the process `pid` that started at `ticks` still runs (not a zombie).
-pub fn alive(pid: i32, ticks: u64) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-    rest.first() != Some(&"Z") && rest.get(19).and_then(|t| t.parse::<u64>().ok()) == Some(ticks)
-}
-
-/// The `ops build` child the helper ran, as seen just before the helper was killed.
-pub struct OpsChild {
-    pub pid: i32,
-    pub start_ticks: u64,
-}
-
-/// Run the helper with `args` (`build NAME` or `start NAME`), wait until its
-/// `ops` child runs, let ops work for `into_build`, then SIGKILL the helper
-/// (by its PID; it is our child). Panics when ops never appeared or the
-/// helper exited before it could be killed (make the volume larger then).
 /// How an orphaned process ended, reaped by this (subreaper) test process.
 #[derive(Debug, PartialEq, Eq)]
 pub enum OrphanEnd {
@@ -425,12 +416,17 @@ pub fn reap_orphan(pid: i32, limit: Duration) -> Option<OrphanEnd> {
     None
 }
 
+/// Run the helper with `args` (`build NAME` or `start NAME`), wait until its
+/// `ops` child runs, let ops work for `into_build`, then SIGKILL the helper
+/// (by its PID; it is our child) and return the PID of that ops process.
+/// Panics when ops never appeared or the helper exited before it could be
+/// killed (make the volume larger then).
 pub fn kill_helper_during_ops_build(
     sb: &Sandbox,
     ns: Option<&NetNs>,
     args: &[&str],
     into_build: Duration,
-) -> OpsChild {
+) -> i32 {
     // Orphans (the helper's ops, once the helper is dead) are reparented to
     // this process, so the test can reap them and see how they ended.
     // SAFETY: prctl with integer arguments.
@@ -463,17 +459,10 @@ pub fn kill_helper_during_ops_build(
         );
         std::thread::sleep(Duration::from_millis(5));
     };
-    let stat = fs::read_to_string(format!("/proc/{ops_pid}/stat")).expect("ops stat");
-    let close = stat.rfind(')').unwrap();
-    let start_ticks: u64 = stat[close + 2..]
-        .split(' ')
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
     std::thread::sleep(into_build);
+    // Still our helper's running child: the PID cannot have been reused.
     assert!(
-        alive(ops_pid, start_ticks),
+        children_named(helper, "ops").contains(&ops_pid),
         "ops finished within {into_build:?}; make the volume larger"
     );
     guard.kill_now();
@@ -482,8 +471,5 @@ pub fn kill_helper_during_ops_build(
         !st.success(),
         "the helper finished before it could be killed: {st}"
     );
-    OpsChild {
-        pid: ops_pid,
-        start_ticks,
-    }
+    ops_pid
 }
