@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -110,16 +110,8 @@ impl DigestCache {
         }
         let hashed_at = now_ns();
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            total += n as u64;
-        }
+        h.update_reader(&mut f)?;
+        let total = h.count();
         let digest = h.finalize();
         // Remember only a clean read of a settled file.
         let after = f.metadata()?;
