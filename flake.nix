@@ -20,40 +20,36 @@
           !(lib.hasPrefix "target" rel) && !(lib.hasPrefix ".git" rel);
       };
 
-      # The helper; its integration tests need root, QEMU and TAPs, so they
-      # are not run in the build sandbox (tests/run runs them).
-      mkHelper =
-        pkgs:
+      # One crate of the workspace. Its tests need root, QEMU and TAPs, so
+      # none run in the build sandbox (tests/run runs them).
+      mkCrate =
+        pkgs: pname: meta:
         pkgs.rustPlatform.buildRustPackage {
-          pname = "mcp-unikernel";
+          inherit pname src;
           version = "0.1.0";
-          inherit src;
           cargoLock.lockFile = ./Cargo.lock;
-          cargoBuildFlags = [ "-p" "mcp-unikernel" ];
+          cargoBuildFlags = [ "-p" pname ];
           doCheck = false;
           meta = {
-            description = "Run Nanos unikernels as systemd services";
             license = lib.licenses.mit;
-            mainProgram = "mcp-unikernel";
-            platforms = lib.platforms.linux;
-          };
+            mainProgram = pname;
+          }
+          // meta;
+        };
+
+      # The helper.
+      mkHelper =
+        pkgs:
+        mkCrate pkgs "mcp-unikernel" {
+          description = "Run Nanos unikernels as systemd services";
+          platforms = lib.platforms.linux;
         };
 
       # Example guest program (examples/file-server), used by the checks.
       mkFileServer =
         pkgs:
-        pkgs.rustPlatform.buildRustPackage {
-          pname = "file-server";
-          version = "0.1.0";
-          inherit src;
-          cargoLock.lockFile = ./Cargo.lock;
-          cargoBuildFlags = [ "-p" "file-server" ];
-          doCheck = false;
-          meta = {
-            description = "Example mcp-unikernel guest: serves one file over HTTP";
-            license = lib.licenses.mit;
-            mainProgram = "file-server";
-          };
+        mkCrate pkgs "file-server" {
+          description = "Example mcp-unikernel guest: serves one file over HTTP";
         };
 
       # Directory with the Nanos kernel.img and boot.img for the nixosTests:
