@@ -11,7 +11,17 @@
 set -euo pipefail
 
 OPS_VERSION="${OPS_VERSION:-v0.0.0-20250417002431-cd2208de79dc}"   # ops commit cd2208de79dc (2025-04-16)
-cache="${MCP_OPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-unikernel/ops-$OPS_VERSION}"
+# What `ops version` reports: `git describe` of that commit (the release
+# scripts set it the same way).
+OPS_DESCRIBE="${OPS_DESCRIBE:-0.1.43-24-gcd2208d}"
+# The helper runs ops as each VM's own unprivileged user, so the binary must
+# be where every user can execute it (not under root's 0700 home).
+if [ "$(id -u)" -eq 0 ]; then
+  default_cache=/var/cache/mcp-unikernel
+else
+  default_cache="${XDG_CACHE_HOME:-$HOME/.cache}/mcp-unikernel"
+fi
+cache="${MCP_OPS_CACHE:-$default_cache/ops-$OPS_DESCRIBE}"
 bin="$cache/ops"
 
 if [ -x "$bin" ]; then
@@ -20,13 +30,17 @@ if [ -x "$bin" ]; then
 fi
 command -v go >/dev/null || { echo "install-ops: go is not installed" >&2; exit 1; }
 mkdir -p "$cache"
+chmod 755 "$cache" "$(dirname "$cache")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (
   cd "$work"
   go mod init mcp-unikernel-ops-build >/dev/null 2>&1
   go mod edit -require="github.com/nanovms/ops@$OPS_VERSION"
-  GONOSUMDB=github.com/nanovms/ops GOFLAGS=-mod=mod go build -o "$work/ops" github.com/nanovms/ops
+  GONOSUMDB=github.com/nanovms/ops GOFLAGS=-mod=mod go build \
+    -ldflags "-X github.com/nanovms/ops/lepton.Version=$OPS_DESCRIBE" \
+    -o "$work/ops" github.com/nanovms/ops
 ) >&2
+chmod 755 "$work/ops"
 mv "$work/ops" "$bin"
 echo "$bin"

@@ -1,26 +1,30 @@
 //! The VM's image: skipped when the content hash of every input equals the
-//! last good build's; otherwise the volumes are staged into a scratch tree,
-//! swapped in whole, and a new image is built into a scratch dir that replaces
-//! the last good one only when complete (atomic directory exchange).
+//! last good build's; otherwise the volumes, the program and the libraries it
+//! needs are staged into a scratch tree, swapped in whole, and a new image is
+//! built into a scratch dir that replaces the last good one only when
+//! complete (atomic directory exchange). The image dir and file are
+//! root-owned and readable by the VM's group: QEMU opens the disk read-only
+//! with a throwaway overlay (`snapshot=on`), so nothing the guest writes
+//! survives a restart.
 
-use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::config::{ResolvedNet, Validated};
-use crate::cpio::CpioWriter;
+use crate::config::Validated;
 use crate::digests::DigestCache;
 use crate::inputs::InputHasher;
+use crate::opsbuild::{self, OpsSandbox};
 use crate::opsconfig;
 use crate::paths::VmPaths;
+use crate::privs::RunAs;
+use crate::progstage::{self, ProgramError, ProgramFiles};
 use crate::qemu::Boot;
 use crate::staging::{self, StageError};
+use crate::standin;
 
 pub const HASH_FILE: &str = "inputs.hash";
 pub const DISK_FILE: &str = "disk.img";
@@ -30,6 +34,8 @@ pub const INITRD_FILE: &str = "initrd.img";
 pub enum BuildError {
     #[error(transparent)]
     Stage(#[from] StageError),
+    #[error(transparent)]
+    Program(#[from] ProgramError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -38,13 +44,21 @@ pub enum BuildError {
     },
     #[error("cannot run ops ({ops}): {source}")]
     OpsSpawn { ops: String, source: io::Error },
+    #[error("field `ops` = {ops:?}: ops reports version {found}; this helper drives ops {supported}")]
+    OpsVersion {
+        ops: String,
+        found: String,
+        supported: &'static str,
+    },
     #[error("`ops build` failed ({status}); last output:\n{tail}")]
     OpsFailed { status: String, tail: String },
-    #[error("`ops build` succeeded but left no image at {0}")]
-    OpsNoImage(PathBuf),
+    #[error("`ops build` succeeded but left no usable image at {path}: {reason}")]
+    OpsNoImage { path: PathBuf, reason: String },
+    #[error("no image built yet at {0} (run `mcp-unikernel build` first)")]
+    NoImage(PathBuf),
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BuildError + 'a {
+pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BuildError + 'a {
     move |source| BuildError::Io {
         what,
         path: path.to_owned(),
@@ -79,26 +93,7 @@ fn boot_for(v: &Validated, dir: &Path) -> Boot {
     }
 }
 
-/// The files handed to the Linux stand-in guest besides the volumes.
-fn standin_files(v: &Validated) -> Vec<(&'static str, String)> {
-    let c = &v.config;
-    let args: String = c.args.iter().map(|a| format!("{a}\n")).collect();
-    let env: String = c
-        .env
-        .iter()
-        .map(|(k, val)| format!("{k}={val}\n"))
-        .collect();
-    let net = match &v.net {
-        ResolvedNet::Bridge(b) => format!(
-            "ip={} prefix={} gateway={} mac={}\n",
-            b.ip, b.prefix_length, b.gateway, b.mac
-        ),
-        ResolvedNet::User { .. } => "dhcp\n".into(),
-    };
-    vec![("mcp/args", args), ("mcp/env", env), ("mcp/net", net)]
-}
-
-/// Where a command name resolves on PATH (for hashing the ops binary's identity).
+/// Where a command name resolves on PATH.
 pub fn resolve_command(cmd: &str) -> Option<PathBuf> {
     if cmd.contains('/') {
         return Some(PathBuf::from(cmd));
@@ -110,10 +105,14 @@ pub fn resolve_command(cmd: &str) -> Option<PathBuf> {
     })
 }
 
-/// Everything but the volumes: program bytes, generated config, kernel files,
-/// the ops binary's identity. The large read-only files go through the
-/// digest cache.
-fn base_inputs(v: &Validated, cache: &mut DigestCache) -> Result<InputHasher, BuildError> {
+/// Everything but the volumes: the program and what it needs, the
+/// generated config, kernel files, the ops binary's identity. The large
+/// read-only Nanos/kernel files go through the digest cache.
+fn base_inputs(
+    v: &Validated,
+    program: Option<&ProgramFiles>,
+    cache: &mut DigestCache,
+) -> Result<InputHasher, BuildError> {
     let c = &v.config;
     let mut h = InputHasher::new();
     let mut file = |h: &mut InputHasher, tag: &str, p: &Path, what: &'static str| {
@@ -121,56 +120,54 @@ fn base_inputs(v: &Validated, cache: &mut DigestCache) -> Result<InputHasher, Bu
         h.file_digest(tag, len, &digest);
         Ok::<(), BuildError>(())
     };
-    if let Some(p) = &c.program {
-        file(&mut h, "program", p, "reading program")?;
+    if let Some(p) = program {
+        p.hash_into(&mut h);
     }
+    h.field("volume-limit", &c.volume_limit_mib.to_le_bytes());
     match &c.direct_boot {
         Some(db) => {
             h.field("mode", b"direct-boot (Linux stand-in)");
-            for (name, content) in standin_files(v) {
+            for (name, content) in standin::files(v) {
                 h.field(name, content.as_bytes());
             }
             file(&mut h, "kernel", &db.kernel, "reading kernel")?;
             file(&mut h, "initrd", &db.initrd, "reading initrd")?;
         }
         None => {
-            h.field("mode", b"nanos (ops build)");
-            let ops_cfg = opsconfig::render(v);
+            h.field("mode", b"nanos (ops build, placeholder program)");
+            let ops_cfg = opsconfig::render(v, &[]);
             h.field("ops-config", ops_cfg.to_string().as_bytes());
-            let ops = resolve_command(&c.ops);
-            match ops.as_deref().map(|p| {
-                (
-                    p,
-                    fs::canonicalize(p).and_then(|c| fs::metadata(&c).map(|m| (c, m))),
-                )
-            }) {
-                Some((_, Ok((canon, m)))) => {
+            match resolve_command(&c.ops).map(|p| fs::canonicalize(&p).and_then(|c| fs::metadata(&c).map(|m| (c, m)))) {
+                Some(Ok((canon, m))) => {
                     h.field("ops-path", canon.as_os_str().as_bytes());
                     h.field("ops-size", &m.len().to_le_bytes());
                     h.field("ops-mtime", &m.mtime().to_le_bytes());
                 }
                 _ => h.field("ops-path", c.ops.as_bytes()),
             }
-            if let Some(dir) = &c.nanos_dir {
-                for f in ["kernel.img", "boot.img"] {
-                    let p = dir.join(f);
-                    file(&mut h, f, &p, "reading Nanos file")?;
-                }
-                let klibs = dir.join("klibs");
-                if klibs.is_dir() {
-                    let mut names: Vec<_> = fs::read_dir(&klibs)
-                        .map_err(io_err("reading", &klibs))?
-                        .filter_map(|e| e.ok().map(|e| e.file_name()))
-                        .collect();
-                    names.sort();
-                    for n in names {
-                        let p = klibs.join(&n);
-                        if p.is_file() {
-                            h.field("klib", n.as_bytes());
-                            file(&mut h, "klib-content", &p, "reading klib")?;
+            match &c.nanos_dir {
+                Some(dir) => {
+                    for f in ["kernel.img", "boot.img"] {
+                        let p = dir.join(f);
+                        file(&mut h, f, &p, "reading Nanos file")?;
+                    }
+                    let klibs = dir.join("klibs");
+                    if klibs.is_dir() {
+                        let mut names: Vec<_> = fs::read_dir(&klibs)
+                            .map_err(io_err("reading", &klibs))?
+                            .filter_map(|e| e.ok().map(|e| e.file_name()))
+                            .collect();
+                        names.sort();
+                        for n in names {
+                            let p = klibs.join(&n);
+                            if p.is_file() {
+                                h.field("klib", n.as_bytes());
+                                file(&mut h, "klib-content", &p, "reading klib")?;
+                            }
                         }
                     }
                 }
+                None => h.field("nanos", b"downloaded by ops (unpinned)"),
             }
         }
     }
@@ -184,6 +181,30 @@ pub fn current_hash(v: &Validated, paths: &VmPaths) -> Option<String> {
     artifact(v, &dir).is_file().then(|| hash.trim().to_owned())
 }
 
+/// The last good image as it is, without looking at the inputs (the unit's
+/// build instance has just made sure it is current).
+pub fn last_good(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
+    let hash = current_hash(v, paths).ok_or_else(|| BuildError::NoImage(paths.image_dir()))?;
+    Ok(Image {
+        boot: boot_for(v, &paths.image_dir()),
+        hash,
+        rebuilt: false,
+    })
+}
+
+/// Give the image to the VM's group: dir 0750, artifact 0640, both root-owned.
+pub fn share_with(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<(), BuildError> {
+    let dir = paths.image_dir();
+    let art = artifact(v, &dir);
+    for (p, mode) in [(&dir, 0o750), (&art, 0o640)] {
+        if who.switch {
+            std::os::unix::fs::lchown(p, Some(0), Some(who.gid)).map_err(io_err("chown", p))?;
+        }
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err("setting mode of", p))?;
+    }
+    Ok(())
+}
+
 /// Remove scratch dirs left by a start that died (we hold the start lock).
 fn remove_scratch(paths: &VmPaths) -> Result<(), BuildError> {
     let Ok(entries) = fs::read_dir(&paths.state) else {
@@ -192,7 +213,7 @@ fn remove_scratch(paths: &VmPaths) -> Result<(), BuildError> {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("staging.tmp-") || name.starts_with("image.tmp-") {
+        if name.starts_with("staging.tmp-") || name.starts_with("image.tmp-") || name.starts_with("build.tmp-") {
             tracing::info!(path = %e.path().display(), "removing scratch dir left by an interrupted start");
             fs::remove_dir_all(e.path()).map_err(io_err("removing", &e.path()))?;
         }
@@ -203,26 +224,19 @@ fn remove_scratch(paths: &VmPaths) -> Result<(), BuildError> {
 /// Put `new` in place of `current` atomically; the old content ends up at
 /// `new` (removed afterwards). When `current` does not exist it is a rename.
 fn swap_in(new: &Path, current: &Path) -> Result<(), BuildError> {
-    let a = CString::new(new.as_os_str().as_bytes()).expect("path without NUL");
-    let b = CString::new(current.as_os_str().as_bytes()).expect("path without NUL");
     if current.exists() {
-        // SAFETY: two valid C strings, AT_FDCWD.
-        let r = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                a.as_ptr(),
-                libc::AT_FDCWD,
-                b.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        if r != 0 {
-            return Err(BuildError::Io {
-                what: "exchanging",
-                path: current.to_owned(),
-                source: io::Error::last_os_error(),
-            });
-        }
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            new,
+            nix::fcntl::AT_FDCWD,
+            current,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| BuildError::Io {
+            what: "exchanging",
+            path: current.to_owned(),
+            source: e.into(),
+        })?;
         fs::remove_dir_all(new).map_err(io_err("removing old", new))?;
     } else {
         fs::rename(new, current).map_err(io_err("renaming into", current))?;
@@ -230,28 +244,42 @@ fn swap_in(new: &Path, current: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn fresh_dir(p: &Path) -> Result<(), BuildError> {
+fn fresh_dir(p: &Path, mode: u32) -> Result<(), BuildError> {
     if p.exists() {
         fs::remove_dir_all(p).map_err(io_err("removing", p))?;
     }
     fs::DirBuilder::new()
-        .mode(0o700)
+        .mode(mode)
         .create(p)
-        .map_err(io_err("creating", p))
+        .map_err(io_err("creating", p))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err("setting mode of", p))
+}
+
+fn stage_options(v: &Validated, who: &RunAs) -> staging::StageOptions {
+    staging::StageOptions {
+        limit_bytes: v.volume_limit_bytes(),
+        group: who.switch.then_some(who.gid),
+    }
 }
 
 /// Make sure a good image for the current inputs exists; build it if not.
-pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
+pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, BuildError> {
     let t0 = Instant::now();
     remove_scratch(paths)?;
+    let nanos = v.config.direct_boot.is_none();
+    let program = match &v.config.program {
+        Some(p) => Some(progstage::load(p, nanos)?),
+        None => None,
+    };
     let mut cache = DigestCache::load(&paths.input_digests());
-    let base = base_inputs(v, &mut cache)?;
+    let base = base_inputs(v, program.as_ref(), &mut cache)?;
     if let Err(e) = cache.save() {
         // Only a cache: the next start reads the files again.
         tracing::warn!(error = %e, "cannot save the input digest cache");
     }
+    let opts = stage_options(v, who);
     let mut check = base.clone();
-    staging::walk_volumes(&v.config.volumes, &mut check, None)?;
+    staging::walk_volumes(&v.config.volumes, &mut check, None, &opts)?;
     let hash = check.finish_hex();
     if current_hash(v, paths).as_deref() == Some(hash.as_str()) {
         tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "inputs unchanged; reusing the last good image");
@@ -264,13 +292,24 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
 
     // Stage into scratch, hashing exactly what is copied.
     let scratch = paths.scratch("staging");
-    fresh_dir(&scratch)?;
+    fresh_dir(&scratch, 0o750)?;
+    if who.switch {
+        std::os::unix::fs::lchown(&scratch, Some(0), Some(who.gid)).map_err(io_err("chown", &scratch))?;
+    }
     let mut staged = base;
-    let report = match staging::walk_volumes(&v.config.volumes, &mut staged, Some(&scratch)) {
+    let staged_ok = staging::walk_volumes(&v.config.volumes, &mut staged, Some(&scratch), &opts)
+        .map_err(BuildError::from)
+        .and_then(|report| {
+            if let (true, Some(p)) = (nanos, &program) {
+                p.stage(&scratch, opts.group)?;
+            }
+            Ok(report)
+        });
+    let report = match staged_ok {
         Ok(r) => r,
         Err(e) => {
             let _ = fs::remove_dir_all(&scratch);
-            return Err(e.into());
+            return Err(e);
         }
     };
     tracing::info!(
@@ -283,10 +322,17 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
     let hash = staged.finish_hex();
 
     let out = paths.scratch("image");
-    fresh_dir(&out)?;
+    fresh_dir(&out, 0o700)?;
+    let dest = artifact(v, &out);
     let built = match &v.config.direct_boot {
-        None => build_with_ops(v, paths, &out),
-        Some(db) => build_standin_initrd(v, paths, &db.initrd, &out),
+        None => build_with_ops(v, paths, who, &dest),
+        Some(db) => standin::build_initrd(
+            v,
+            program.as_ref().map(|p| p.bytes.as_slice()),
+            &paths.staging(),
+            &db.initrd,
+            &dest,
+        ),
     };
     if let Err(e) = built {
         let _ = fs::remove_dir_all(&out);
@@ -295,6 +341,7 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
     let hf = out.join(HASH_FILE);
     fs::write(&hf, format!("{hash}\n")).map_err(io_err("writing", &hf))?;
     swap_in(&out, &paths.image_dir())?;
+    share_with(v, paths, who)?;
     tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "image built");
     Ok(Image {
         boot: boot_for(v, &paths.image_dir()),
@@ -303,171 +350,63 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
     })
 }
 
-fn build_with_ops(v: &Validated, paths: &VmPaths, out: &Path) -> Result<(), BuildError> {
+/// The top-level entries of the staging tree ops is told to copy (the
+/// placeholder's dir is added by ops itself as the program).
+fn staged_dirs(staging: &Path) -> Result<Vec<String>, BuildError> {
+    let reserved = opsconfig::RESERVED_GUEST_DIR.trim_start_matches('/');
+    let mut dirs: Vec<String> = fs::read_dir(staging)
+        .map_err(io_err("reading", staging))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != reserved)
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn build_with_ops(v: &Validated, paths: &VmPaths, who: &RunAs, dest: &Path) -> Result<(), BuildError> {
     let c = &v.config;
-    let program = c
-        .program
-        .as_ref()
-        .expect("validated: program set without direct_boot");
-    let home = paths.ops_home();
-    let dot_ops = home.join(".ops");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dot_ops)
-        .map_err(io_err("creating", &dot_ops))?;
-    if c.nanos_dir.is_some() {
-        // With a local kernel, ops still reads latest.txt when it cannot reach
-        // the network; point it at our local version name.
-        let latest = dot_ops.join("latest.txt");
-        fs::write(&latest, opsconfig::LOCAL_NANOS_VERSION).map_err(io_err("writing", &latest))?;
-    }
-    let images = dot_ops.join("images");
-    let produced = images.join(opsconfig::IMAGE_NAME);
-    let _ = fs::remove_file(&produced);
-    // The config holds the program's env (maybe secrets): owner-only.
-    let cfg_path = paths.state.join("ops-config.json");
-    let cfg = serde_json::to_vec_pretty(&opsconfig::render(v)).expect("JSON value");
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&cfg_path)
-        .and_then(|mut f| f.write_all(&cfg))
-        .map_err(io_err("writing", &cfg_path))?;
-
-    let t0 = Instant::now();
-    let mut cmd = Command::new(&c.ops);
-    die_with_parent(&mut cmd);
-    let output = cmd
-        .arg("build")
-        .arg(program)
-        .arg("-c")
-        .arg(&cfg_path)
-        .current_dir(paths.staging())
-        .env("OPS_HOME", &home)
-        .env("HOME", &home)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BuildError::OpsSpawn {
-            ops: c.ops.clone(),
-            source,
-        })?;
-    let text = strip_ansi(&format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    ));
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        tracing::debug!(target: "ops", "{line}");
-    }
-    if !output.status.success() {
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-        return Err(BuildError::OpsFailed {
-            status: output.status.to_string(),
-            tail,
-        });
-    }
-    if !produced.is_file() {
-        return Err(BuildError::OpsNoImage(produced));
-    }
-    let dest = out.join(DISK_FILE);
-    fs::rename(&produced, &dest).map_err(io_err("moving image to", &dest))?;
-    tracing::info!(
-        elapsed_ms = t0.elapsed().as_millis() as u64,
-        "ops build done"
-    );
-    Ok(())
-}
-
-/// A helper killed while `ops build` runs takes ops with it, so no orphaned
-/// ops keeps writing into the VM's ops home while the next start builds there.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: getpid before fork; in the child only async-signal-safe calls.
-    let parent = unsafe { libc::getpid() };
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Linux stand-in: base initrd followed by an uncompressed cpio with the
-/// program, its args/env/network files and the staged volume tree.
-fn build_standin_initrd(
-    v: &Validated,
-    paths: &VmPaths,
-    base: &Path,
-    out: &Path,
-) -> Result<(), BuildError> {
-    let dest = out.join(INITRD_FILE);
-    let mut data = fs::read(base).map_err(io_err("reading initrd", base))?;
-    while data.len() % 4 != 0 {
-        data.push(0);
-    }
-    let mut w = CpioWriter::new(data);
-    let wr = |e: io::Error| BuildError::Io {
-        what: "writing initrd",
-        path: dest.clone(),
-        source: e,
+    let ops = resolve_command(&c.ops).ok_or_else(|| BuildError::OpsSpawn {
+        ops: c.ops.clone(),
+        source: io::Error::new(io::ErrorKind::NotFound, "not found on PATH"),
+    })?;
+    let local_nanos = c.nanos_dir.is_some();
+    // ops only needs the network to download a Nanos kernel.
+    let sb = OpsSandbox {
+        who,
+        unshare_net: local_nanos && !opsbuild::netns_is_private(),
     };
-    w.dir("mcp", 0o755).map_err(wr)?;
-    if let Some(p) = &v.config.program {
-        let prog = fs::read(p).map_err(io_err("reading program", p))?;
-        w.file("mcp/program", 0o755, &prog).map_err(wr)?;
-    }
-    for (name, content) in standin_files(v) {
-        w.file(name, 0o644, content.as_bytes()).map_err(wr)?;
-    }
-    w.tree(&paths.staging(), "").map_err(wr)?;
-    let bytes = w.finish().map_err(wr)?;
-    fs::write(&dest, bytes).map_err(io_err("writing", &dest))?;
-    Ok(())
-}
-
-/// ops colours its output even when it is not a terminal; the journal wants
-/// plain text.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
+    let scratch = paths.scratch("build");
+    fresh_dir(&scratch, 0o711)?;
+    let result = (|| {
+        let home = if local_nanos {
+            opsbuild::fresh_home(&scratch, who, true)?
         } else {
-            out.push(c);
+            // Downloads are kept between builds in the VM's own ops home.
+            let cache = paths.ops_cache();
+            if !cache.exists() {
+                let parent = cache.parent().unwrap_or(Path::new("/"));
+                opsbuild::fresh_home(parent, who, false)?;
+            }
+            cache
+        };
+        let version = opsbuild::check_version(&ops, &home, &paths.staging(), &sb)?;
+        tracing::info!(ops = %ops.display(), %version, "ops version supported");
+        // Readable by the VM's group only: it holds the program's env.
+        let cfg_path = scratch.join("ops-config.json");
+        let cfg = serde_json::to_vec_pretty(&opsconfig::render(v, &staged_dirs(&paths.staging())?))
+            .expect("JSON value");
+        crate::safefs::write_private(&scratch, "ops-config.json", &cfg, 0o640)
+            .map_err(|e| BuildError::Io {
+                what: "writing",
+                path: cfg_path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+        if who.switch {
+            std::os::unix::fs::lchown(&cfg_path, None, Some(who.gid)).map_err(io_err("chown", &cfg_path))?;
         }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn strips_colour_codes() {
-        assert_eq!(
-            super::strip_ansi("\x1b[1;33mversion lookup failed\x1b[0m ok"),
-            "version lookup failed ok"
-        );
-    }
+        opsbuild::build(v, paths, &ops, &home, &cfg_path, &sb, dest)
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    result
 }

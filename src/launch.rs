@@ -1,16 +1,23 @@
-//! The launch record written just before exec, and PID validation: a PID from
-//! the pidfile is trusted only if that process's command line references this
-//! VM's own state or runtime dir AND its start time and boot id match the
-//! record. Anything else is stale: reported, its files removed, never signalled.
+//! The launch record written just before exec, and PID validation: a PID is
+//! trusted only if that process runs as the VM's uid, its command line
+//! references this VM's own state or runtime dir, and its start time and the
+//! boot id match the record. Anything else is stale: reported, never
+//! signalled. Inspecting changes nothing; only `start` and `cleanup`, holding
+//! the VM's lock, clear stale files (`clear`).
+//!
+//! The record is root-owned in the root-owned runtime dir (`launch.json`);
+//! the pidfile is QEMU's (`vm/qemu.pid`, in the dir the QEMU uid controls) and
+//! read as untrusted input.
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::paths::VmPaths;
 use crate::procinfo;
+use crate::safefs;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LaunchRecord {
@@ -20,6 +27,8 @@ pub struct LaunchRecord {
     /// and the start time, so the helper records its own before exec'ing QEMU.
     pub start_ticks: u64,
     pub boot_id: String,
+    /// The uid QEMU runs as (and owns the TAP).
+    pub uid: u32,
     pub tap: Option<String>,
     pub ip: Option<String>,
     pub image_hash: String,
@@ -36,32 +45,42 @@ pub enum PidState {
     Stale { pid: Option<i32>, reason: String },
 }
 
-fn read_pidfile(p: &Path) -> io::Result<Option<i32>> {
-    match fs::read_to_string(p) {
-        Ok(s) => {
-            s.trim().parse::<i32>().map(Some).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("not a PID: {s:?}"))
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+fn read_pidfile(paths: &VmPaths) -> Result<Option<i32>, String> {
+    let bytes = safefs::read_untrusted(&paths.vm_dir(), "qemu.pid", 32)
+        .map_err(|e| format!("unusable pidfile: {e}"))?;
+    let Some(bytes) = bytes else { return Ok(None) };
+    let s = String::from_utf8_lossy(&bytes);
+    s.trim()
+        .parse::<i32>()
+        .map(Some)
+        .map_err(|_| format!("pidfile {} holds no PID: {s:?}", paths.pidfile().display()))
 }
 
-fn read_record(p: &Path) -> io::Result<Option<LaunchRecord>> {
-    match fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// The launch record (root-owned; a missing one is None).
+pub fn read_record(paths: &VmPaths) -> io::Result<Option<LaunchRecord>> {
+    let p = paths.launch_record();
+    let bytes = match safefs::read_untrusted(&paths.runtime, "launch.json", 64 * 1024) {
+        Ok(b) => b,
+        Err(safefs::SafeFsError::Io { source, .. }) => return Err(source),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+    };
+    let Some(bytes) = bytes else { return Ok(None) };
+    // Written by root only: anything else is not ours.
+    let owner = fs::symlink_metadata(&p)?.uid();
+    if owner != 0 && owner != nix::unistd::Uid::effective().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is owned by uid {owner}, not by root", p.display()),
+        ));
     }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-pub fn write_record(paths: &VmPaths, rec: &LaunchRecord) -> io::Result<()> {
-    let tmp = paths.runtime.join(".launch.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(rec)?)?;
-    fs::rename(&tmp, paths.launch_record())
+pub fn write_record(paths: &VmPaths, rec: &LaunchRecord) -> Result<(), safefs::SafeFsError> {
+    let bytes = serde_json::to_vec_pretty(rec).expect("a record serialises");
+    safefs::write_private(&paths.runtime, "launch.json", &bytes, 0o600)
 }
 
 /// Does the live process `pid` belong to this VM, as recorded?
@@ -75,8 +94,12 @@ pub fn validate(pid: i32, record: &LaunchRecord, paths: &VmPaths) -> Result<(), 
             record.pid
         ));
     }
-    if record.boot_id != procinfo::boot_id() {
-        return Err(format!("PID {pid} was recorded before the last reboot"));
+    let boot = procinfo::boot_id();
+    if record.boot_id != boot {
+        return Err(format!(
+            "PID {pid} was recorded under boot id {} (this is {boot}): before the last reboot, or in another container",
+            record.boot_id
+        ));
     }
     let ticks = procinfo::start_ticks(pid).map_err(|_| format!("PID {pid} is not alive"))?;
     if ticks != record.start_ticks {
@@ -85,12 +108,25 @@ pub fn validate(pid: i32, record: &LaunchRecord, paths: &VmPaths) -> Result<(), 
             record.start_ticks
         ));
     }
+    let uid = fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .map_err(|_| format!("PID {pid} is not alive"))?;
+    if uid != record.uid {
+        return Err(format!(
+            "PID {pid} runs as uid {uid}, not as the VM's uid {}",
+            record.uid
+        ));
+    }
     let argv = procinfo::cmdline(pid).map_err(|_| format!("PID {pid} is not alive"))?;
     let state = paths.state.to_string_lossy();
     let runtime = paths.runtime.to_string_lossy();
-    let refers = argv
-        .iter()
-        .any(|a| contains_dir(a, &state) || contains_dir(a, &runtime));
+    let escaped = |s: &str| s.replace(',', ",,");
+    let refers = argv.iter().any(|a| {
+        contains_dir(a, &state)
+            || contains_dir(a, &runtime)
+            || contains_dir(a, &escaped(&state))
+            || contains_dir(a, &escaped(&runtime))
+    });
     if !refers {
         return Err(format!(
             "PID {pid} ({}) does not reference {} or {}",
@@ -111,18 +147,11 @@ fn contains_dir(arg: &str, dir: &str) -> bool {
     })
 }
 
-/// Inspect the VM's runtime files and validate the PID they name.
+/// Inspect the VM's runtime files and validate the PID they name. Read-only.
 pub fn inspect(paths: &VmPaths) -> PidState {
-    let pidfile = read_pidfile(&paths.pidfile());
-    let record = read_record(&paths.launch_record());
-    let (pidfile, record) = match (pidfile, record) {
-        (Err(e), _) => {
-            return PidState::Stale {
-                pid: None,
-                reason: format!("unreadable pidfile {}: {e}", paths.pidfile().display()),
-            }
-        }
-        (_, Err(e)) => {
+    let record = match read_record(paths) {
+        Ok(r) => r,
+        Err(e) => {
             return PidState::Stale {
                 pid: None,
                 reason: format!(
@@ -131,7 +160,10 @@ pub fn inspect(paths: &VmPaths) -> PidState {
                 ),
             }
         }
-        (Ok(p), Ok(r)) => (p, r),
+    };
+    let pidfile = match read_pidfile(paths) {
+        Ok(p) => p,
+        Err(reason) => return PidState::Stale { pid: None, reason },
     };
     match (pidfile, record) {
         (None, None) => PidState::NotRunning,
@@ -153,16 +185,26 @@ pub fn inspect(paths: &VmPaths) -> PidState {
     }
 }
 
-/// Remove the pidfile and launch record (never touches any process).
+/// Remove the launch record and QEMU's runtime dir (socket, pidfile, overlay).
+/// Never touches any process. Callers hold the VM's lock.
 pub fn clear(paths: &VmPaths) -> io::Result<()> {
-    for p in [paths.pidfile(), paths.launch_record()] {
-        match fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    match fs::remove_file(paths.launch_record()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    Ok(())
+    // remove_dir_all does not follow symlinks the QEMU uid may have planted.
+    match fs::remove_dir_all(paths.vm_dir()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => fs::remove_file(paths.vm_dir()).or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -172,13 +214,13 @@ mod tests {
     #[test]
     fn dir_match_is_component_aware() {
         assert!(contains_dir(
-            "unix:/run/m/web/qmp.sock,server=on",
+            "socket,id=qmp,path=/run/m/web/vm/qmp.sock,server=on",
             "/run/m/web"
         ));
         assert!(contains_dir(
             "file=/var/lib/m/web,format=raw",
             "/var/lib/m/web"
         ));
-        assert!(!contains_dir("unix:/run/m/web2/qmp.sock", "/run/m/web"));
+        assert!(!contains_dir("path=/run/m/web2/vm/qmp.sock", "/run/m/web"));
     }
 }

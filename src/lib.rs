@@ -1,10 +1,13 @@
 //! mcp-unikernel: run Nanos unikernels as systemd services.
 //!
 //! One module per job: `config` (schema and validation), `derive` (TAP name,
-//! MAC), `paths`, `staging` + `inputs` (volume staging and input hashing),
-//! `digests` (remembered digests of large read-only inputs), `opsconfig` +
-//! `image` (image builds), `cpio` (Linux stand-in initramfs),
-//! `tap` (TAP devices and bridge ports) + `netlink` (rtnetlink link requests), `qemu` (command line), `qmp`,
+//! MAC), `paths`, `safefs` (root next to other users' dirs), `staging` +
+//! `inputs` (volume staging and input hashing), `digests` (remembered
+//! digests of large read-only inputs), `elfdeps` + `progstage` (the program
+//! and its libraries, found without executing it), `opsconfig` + `opsbuild`
+//! (the unprivileged `ops build`), `image` (cached builds), `standin` + `cpio`
+//! (Linux stand-in initramfs), `tap` (TAP devices and bridge ports) +
+//! `netlink` (rtnetlink link requests), `qemu` (command line), `qmp`,
 //! `procinfo` + `launch` (PID validation), `lock`, `privs`, and `commands`.
 
 pub mod commands;
@@ -12,16 +15,21 @@ pub mod config;
 pub mod cpio;
 pub mod derive;
 pub mod digests;
+pub mod elfdeps;
 pub mod image;
 pub mod inputs;
 pub mod launch;
 pub mod lock;
 pub mod netlink;
+pub mod opsbuild;
 pub mod opsconfig;
 pub mod paths;
 pub mod privs;
 pub mod procinfo;
+pub mod progstage;
 pub mod qemu;
 pub mod qmp;
+pub mod safefs;
 pub mod staging;
+pub mod standin;
 pub mod tap;

@@ -52,19 +52,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Validate, stage volumes, build the image if its inputs changed, create
-    /// the TAP, then exec QEMU (as the configured QEMU user) in this process.
-    Start { name: String },
+    /// the TAP, then exec QEMU (as the VM's QEMU user) in this process.
+    Start {
+        name: String,
+        /// Boot the last good image without looking at the inputs (the
+        /// systemd unit's build instance has just run `build`).
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Stage volumes and build the image if any input changed (as `start`
-    /// does), without creating a TAP or starting QEMU.
+    /// does), without creating a TAP or starting QEMU. `ops` runs as the
+    /// VM's user, without network.
     Build { name: String },
     /// Power the guest down over QMP; `quit` after the stop timeout; SIGKILL
     /// (through a pidfd) as the last resort. Prints which one ended it.
     Stop { name: String },
-    /// Remove the TAP, QMP socket, pidfile and launch record (refuses while
-    /// the VM runs). Safe to run twice.
+    /// Remove the TAP (only if owned by the VM's user), QEMU's runtime dir and
+    /// the launch record (refuses while the VM runs). Safe to run twice.
     Cleanup { name: String },
     /// Show one VM (or all): running or not from validated PIDs, PID, IP, TAP,
-    /// uptime, image hash. A stale pidfile is reported and removed.
+    /// uptime, image hash. Read-only: stale runtime files are reported only.
     Status {
         name: Option<String>,
         #[arg(long)]
@@ -103,12 +110,14 @@ fn main() -> ExitCode {
     let roots = match Roots::absolute(&cli.config_dir, &cli.state_dir, &cli.runtime_dir) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: making --config-dir/--state-dir/--runtime-dir absolute: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     let result: anyhow::Result<()> = match cli.command {
-        Cmd::Start { name } => start::run(&roots, &name).map(|never| match never {}),
+        Cmd::Start { name, no_build } => {
+            start::run(&roots, &name, !no_build).map(|never| match never {})
+        }
         Cmd::Build { name } => build::run(&roots, &name).map(|_| ()),
         Cmd::Stop { name } => stop::run(&roots, &name).map(|_| ()),
         Cmd::Cleanup { name } => cleanup::run(&roots, &name),

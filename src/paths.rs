@@ -1,8 +1,23 @@
-//! Where a VM's files live: its state dir (staging tree, ops home, last good
-//! image, start lock) and its runtime dir (QMP socket, pidfile, launch record).
+//! Where a VM's files live. Root-owned: the state dir (start lock, staging
+//! tree, last good image, digest cache) and the runtime dir (launch record).
+//! Owned by the VM's QEMU uid: only `<runtime>/<name>/vm/` (QMP socket,
+//! pidfile, QEMU's temporary snapshot overlay). Root trusts nothing it reads
+//! from `vm/` (see docs/security.md).
 
 use std::io;
 use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    #[error("making --config-dir/--state-dir/--runtime-dir absolute: {0}")]
+    Absolute(io::Error),
+    #[error("{flag} {path}: {reason}")]
+    Bad {
+        flag: &'static str,
+        path: PathBuf,
+        reason: &'static str,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub struct Roots {
@@ -15,12 +30,28 @@ impl Roots {
     /// Roots made absolute against the current directory: `ops` runs with
     /// its cwd in the staging tree and QEMU's argv is matched against these
     /// dirs when a PID is validated, so a relative root would point elsewhere.
-    pub fn absolute(config_dir: &Path, state_dir: &Path, runtime_dir: &Path) -> io::Result<Roots> {
-        Ok(Roots {
-            config_dir: std::path::absolute(config_dir)?,
-            state_dir: std::path::absolute(state_dir)?,
-            runtime_dir: std::path::absolute(runtime_dir)?,
-        })
+    /// The state and runtime dirs end up in QEMU's argv, so control
+    /// characters are refused (commas are escaped where QEMU parses options).
+    pub fn absolute(config_dir: &Path, state_dir: &Path, runtime_dir: &Path) -> Result<Roots, RootsError> {
+        let abs = |p: &Path| std::path::absolute(p).map_err(RootsError::Absolute);
+        let roots = Roots {
+            config_dir: abs(config_dir)?,
+            state_dir: abs(state_dir)?,
+            runtime_dir: abs(runtime_dir)?,
+        };
+        for (flag, p) in [
+            ("--state-dir", &roots.state_dir),
+            ("--runtime-dir", &roots.runtime_dir),
+        ] {
+            if p.to_string_lossy().chars().any(|c| c.is_control()) || p.to_str().is_none() {
+                return Err(RootsError::Bad {
+                    flag,
+                    path: p.clone(),
+                    reason: "must be valid UTF-8 without control characters",
+                });
+            }
+        }
+        Ok(roots)
     }
 }
 
@@ -54,7 +85,9 @@ impl VmPaths {
     pub fn input_digests(&self) -> PathBuf {
         self.state.join("input-digests.json")
     }
-    pub fn ops_home(&self) -> PathBuf {
+    /// ops's home for builds that download the Nanos kernel (no `nanos_dir`):
+    /// kept between builds, owned by the VM's uid.
+    pub fn ops_cache(&self) -> PathBuf {
         self.state.join("ops-home")
     }
     /// The last good image dir: `disk.img` (or `initrd.img` for the Linux
@@ -62,13 +95,18 @@ impl VmPaths {
     pub fn image_dir(&self) -> PathBuf {
         self.state.join("image")
     }
-    pub fn qmp_socket(&self) -> PathBuf {
-        self.runtime.join("qmp.sock")
-    }
-    pub fn pidfile(&self) -> PathBuf {
-        self.runtime.join("qemu.pid")
-    }
+    /// Root-owned record of the running QEMU (PID, start time, uid, TAP).
     pub fn launch_record(&self) -> PathBuf {
         self.runtime.join("launch.json")
+    }
+    /// The only runtime dir QEMU (the VM's uid) can write.
+    pub fn vm_dir(&self) -> PathBuf {
+        self.runtime.join("vm")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.vm_dir().join("qmp.sock")
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.vm_dir().join("qemu.pid")
     }
 }

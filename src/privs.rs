@@ -1,6 +1,8 @@
 //! Dropping privileges before exec'ing QEMU: QEMU never runs as root.
 
-use nix::unistd::{setgid, setgroups, setuid, Gid, Group, Uid, User};
+use std::ffi::CString;
+
+use nix::unistd::{initgroups, setgid, setuid, Gid, Group, Uid, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivError {
@@ -10,6 +12,8 @@ pub enum PrivError {
     NoGroup(String),
     #[error("field `qemu_user` = {0:?}: refusing to run QEMU as root")]
     Root(String),
+    #[error("field `qemu_group` = {0:?}: refusing to run QEMU with group id 0")]
+    RootGroup(String),
     #[error("looking up {what}: {source}")]
     Lookup { what: String, source: nix::Error },
     #[error("dropping privileges to {user}: {op}: {source}")]
@@ -54,6 +58,9 @@ pub fn resolve(user: &str, group: &str) -> Result<RunAs, PrivError> {
             source,
         })?
         .ok_or_else(|| PrivError::NoGroup(group.into()))?;
+    if g.gid.as_raw() == 0 {
+        return Err(PrivError::RootGroup(group.into()));
+    }
     Ok(RunAs {
         user: user.into(),
         uid: u.uid.as_raw(),
@@ -62,8 +69,10 @@ pub fn resolve(user: &str, group: &str) -> Result<RunAs, PrivError> {
     })
 }
 
-/// Become `who` for good (groups, gid, then uid). With the uid change from
-/// root, the permitted and effective capability sets are cleared.
+/// Become `who` for good: supplementary groups from the group database
+/// (`initgroups`, so a `kvm` membership gives QEMU /dev/kvm), gid, then uid.
+/// With the uid change from root, the permitted and effective capability
+/// sets are cleared.
 pub fn drop_to(who: &RunAs) -> Result<(), PrivError> {
     if !who.switch {
         return Ok(());
@@ -73,7 +82,8 @@ pub fn drop_to(who: &RunAs) -> Result<(), PrivError> {
         op,
         source,
     };
-    setgroups(&[Gid::from_raw(who.gid)]).map_err(|s| e("setgroups", s))?;
+    let name = CString::new(who.user.as_str()).map_err(|_| e("initgroups", nix::Error::EINVAL))?;
+    initgroups(&name, Gid::from_raw(who.gid)).map_err(|s| e("initgroups", s))?;
     setgid(Gid::from_raw(who.gid)).map_err(|s| e("setgid", s))?;
     setuid(Uid::from_raw(who.uid)).map_err(|s| e("setuid", s))?;
     if Uid::effective().is_root() || setuid(Uid::from_raw(0)).is_ok() {

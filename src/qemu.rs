@@ -1,5 +1,13 @@
 //! The QEMU command line for a VM. Pure: rendered from the validated config,
 //! the VM's paths and the image, and compared with expected files in tests.
+//!
+//! Values inside QEMU option strings (`-drive file=`, `-chardev path=`) have
+//! their commas doubled, as QEMU's option parser requires; names that end up
+//! there unescaped (TAP, MAC, VM name) are validated to plain characters.
+//! The disk is opened with `snapshot=on`: guest writes go to a temporary
+//! overlay (in QEMU's TMPDIR, the VM's runtime dir) and never reach the image.
+//! `isa-debug-exit` at port 0x501 carries the program's exit code out
+//! (`(code << 1) | 1`, see docs/helper.md).
 
 use std::path::PathBuf;
 
@@ -20,6 +28,14 @@ pub enum Boot {
 }
 
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// The I/O port Nanos writes the program's exit code to (`QEMU_HALT`).
+pub const DEBUG_EXIT: &str = "isa-debug-exit,iobase=0x501,iosize=1";
+
+/// A value inside a QEMU option string: commas doubled.
+pub fn opt_escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
 
 pub fn argv(v: &Validated, paths: &VmPaths, boot: &Boot) -> Vec<String> {
     let c = &v.config;
@@ -51,7 +67,10 @@ pub fn argv(v: &Validated, paths: &VmPaths, boot: &Boot) -> Vec<String> {
         Boot::Disk(img) => {
             push(&[
                 "-drive",
-                &format!("file={},format=raw,if=none,id=hd0", img.display()),
+                &format!(
+                    "file={},format=raw,if=none,id=hd0,snapshot=on",
+                    opt_escape(&img.display().to_string())
+                ),
                 "-device",
                 "virtio-blk-pci,drive=hd0",
             ]);
@@ -96,9 +115,15 @@ pub fn argv(v: &Validated, paths: &VmPaths, boot: &Boot) -> Vec<String> {
             push(&["-netdev", &nd, "-device", "virtio-net-pci,netdev=n0"]);
         }
     }
+    push(&["-device", DEBUG_EXIT]);
     push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", paths.qmp_socket().display()),
+        "-chardev",
+        &format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            opt_escape(&paths.qmp_socket().display().to_string())
+        ),
+        "-mon",
+        "chardev=qmp,mode=control",
         "-pidfile",
         &paths.pidfile().display().to_string(),
         "-sandbox",

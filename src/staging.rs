@@ -39,12 +39,20 @@ pub struct WalkReport {
     pub skipped: Vec<String>,
 }
 
+/// Limits and ownership of a staging walk.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    pub limit_bytes: u64,
+    pub group: Option<u32>,
+}
+
 /// Walk every volume in order, hashing into `hasher`; when `dest` is given,
 /// copy into `dest/<guest path>`.
 pub fn walk_volumes(
     volumes: &[Volume],
     hasher: &mut InputHasher,
     dest: Option<&Path>,
+    _opts: &StageOptions,
 ) -> Result<WalkReport, StageError> {
     let mut report = WalkReport::default();
     for v in volumes {
@@ -229,6 +237,11 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    const OPTS: StageOptions = StageOptions {
+        limit_bytes: u64::MAX,
+        group: None,
+    };
+
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mcp-stage-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -251,11 +264,11 @@ mod tests {
             target: "/srv/app".into(),
         }];
         let mut h1 = InputHasher::new();
-        let r1 = walk_volumes(&vols, &mut h1, None).unwrap();
+        let r1 = walk_volumes(&vols, &mut h1, None, &OPTS).unwrap();
         let dest = t.join("staging");
         fs::create_dir(&dest).unwrap();
         let mut h2 = InputHasher::new();
-        let r2 = walk_volumes(&vols, &mut h2, Some(&dest)).unwrap();
+        let r2 = walk_volumes(&vols, &mut h2, Some(&dest), &OPTS).unwrap();
         assert_eq!(h1.finish_hex(), h2.finish_hex());
         assert_eq!(r1.files, 3);
         assert_eq!(r2.skipped.len(), 1, "{:?}", r2.skipped);
@@ -278,12 +291,12 @@ mod tests {
         // One changed byte changes the hash; so does a mode change.
         fs::write(src.join("a.txt"), "hellp").unwrap();
         let mut h3 = InputHasher::new();
-        walk_volumes(&vols, &mut h3, None).unwrap();
+        walk_volumes(&vols, &mut h3, None, &OPTS).unwrap();
         assert_ne!(h1.finish_hex(), h3.finish_hex());
         fs::write(src.join("a.txt"), "hello").unwrap();
         fs::set_permissions(src.join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
         let mut h4 = InputHasher::new();
-        walk_volumes(&vols, &mut h4, None).unwrap();
+        walk_volumes(&vols, &mut h4, None, &OPTS).unwrap();
         assert_ne!(h1.finish_hex(), h4.finish_hex());
         fs::remove_dir_all(&t).unwrap();
     }

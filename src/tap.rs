@@ -186,3 +186,38 @@ pub fn remove(name: &str) -> Result<bool, NetError> {
     drop(f);
     Ok(true)
 }
+
+/// What `remove_if_owned` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    Absent,
+    /// A TAP of that name exists but belongs to another uid (or the VM's uid
+    /// is unknown): left alone.
+    NotOurs(Option<u32>),
+}
+
+/// The TAP's owner uid (`/sys/class/net/NAME/owner`; -1 means none).
+pub fn owner(name: &str) -> io::Result<Option<u32>> {
+    let s = fs::read_to_string(Path::new("/sys/class/net").join(name).join("owner"))?;
+    Ok(s.trim().parse::<i64>().ok().filter(|&u| u >= 0).map(|u| u as u32))
+}
+
+/// Remove the TAP `name` only if it is a TAP owned by `uid`.
+pub fn remove_if_owned(name: &str, uid: Option<u32>) -> Result<Removal, NetError> {
+    if !iface_exists(name) {
+        return Ok(Removal::Absent);
+    }
+    if !is_tap(name) {
+        return Err(NetError::NotATap(name.into()));
+    }
+    let found = owner(name).map_err(|source| NetError::Ioctl {
+        name: name.into(),
+        op: "reading owner",
+        source,
+    })?;
+    if uid.is_none() || found != uid {
+        return Ok(Removal::NotOurs(found));
+    }
+    remove(name).map(|removed| if removed { Removal::Removed } else { Removal::Absent })
+}

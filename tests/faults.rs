@@ -137,7 +137,7 @@ fn disk_full_during_staging_is_a_clear_error_and_keeps_the_old_image() {
     let sb = Sandbox::new("diskfull");
     fs::create_dir_all(&sb.state_dir).unwrap();
     let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "mcp-test-tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "mcp-test-tmpfs"])
         .arg(&sb.state_dir)
         .status()
         .unwrap();

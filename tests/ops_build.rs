@@ -191,8 +191,13 @@ fn ops_build_puts_staged_files_at_guest_paths() {
         text(&cat)
     );
 
-    // ops wrote nothing outside the VM's state dir (its home is in there).
-    assert!(sb.state_dir.join("web/ops-home/.ops").is_dir());
+    // ops ran with a throwaway home inside the VM's state dir: nothing of it
+    // is left behind (no scratch dir, no persistent ops home).
+    assert!(!sb.state_dir.join("web/ops-home").exists());
+    assert!(fs::read_dir(sb.state_dir.join("web"))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().contains(".tmp-")));
 }
 
 /// The helper SIGKILLed while `ops build` runs (an OOM kill, a crash): ops
@@ -306,7 +311,7 @@ fn relative_dirs_build_with_ops() {
         text(&out)
     );
     assert!(sb.state_dir.join("web/image/disk.img").is_file());
-    assert!(sb.state_dir.join("web/ops-home/.ops").is_dir());
+    assert!(!sb.state_dir.join("web/ops-home").exists());
 }
 
 /// The Nanos kernel's digest is remembered between builds (keyed by inode,

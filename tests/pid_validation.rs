@@ -1,7 +1,8 @@
 //! PID validation with real processes and /proc: a pidfile naming an
-//! unrelated live process is stale (reported, removed, the process never
-//! signalled); a process that references the VM's runtime dir and has the
-//! recorded start time is trusted, and `stop` ends it through its pidfd.
+//! unrelated live process is stale (reported by `status`, which changes
+//! nothing; removed by `cleanup`; the process never signalled); a process
+//! that references the VM's runtime dir and has the recorded start time and
+//! uid is trusted, and `stop` ends it through its pidfd.
 
 mod common;
 
@@ -38,10 +39,11 @@ fn alive(pid: u32) -> bool {
 
 fn record(sb: &Sandbox, name: &str, pid: u32, ticks: u64) {
     let run = sb.runtime_dir.join(name);
-    fs::create_dir_all(&run).unwrap();
-    fs::write(run.join("qemu.pid"), format!("{pid}\n")).unwrap();
+    fs::create_dir_all(run.join("vm")).unwrap();
+    fs::write(run.join("vm/qemu.pid"), format!("{pid}\n")).unwrap();
+    // The test's processes run as root (uid 0).
     let rec = json!({
-        "name": name, "pid": pid, "start_ticks": ticks, "boot_id": boot_id(),
+        "name": name, "pid": pid, "start_ticks": ticks, "boot_id": boot_id(), "uid": 0,
         "tap": null, "ip": "10.99.0.2", "image_hash": "h", "started_unix": 0
     });
     fs::write(run.join("launch.json"), rec.to_string()).unwrap();
@@ -68,10 +70,21 @@ fn pidfile_naming_unrelated_process_is_stale_and_process_survives() {
     assert_eq!(st["running"], false, "{st}");
     let reason = st["stale"].as_str().expect("stale reported");
     assert!(reason.contains(&pid.to_string()), "{reason}");
+    // status is read-only: only cleanup (holding the VM's lock) removes them.
     assert!(
-        !sb.runtime_dir.join("web/qemu.pid").exists(),
-        "stale pidfile kept"
+        sb.runtime_dir.join("web/vm/qemu.pid").exists()
+            && sb.runtime_dir.join("web/launch.json").exists(),
+        "status removed runtime files"
     );
+    fs::create_dir_all(sb.state_dir.join("web")).unwrap();
+    let out = sb.run(None, &["cleanup", "web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !sb.runtime_dir.join("web/vm/qemu.pid").exists()
+            && !sb.runtime_dir.join("web/launch.json").exists(),
+        "cleanup kept the stale runtime files"
+    );
+    assert!(alive(pid), "cleanup signalled the unrelated process");
 
     // stop must not signal it either.
     record(&sb, "web", pid, start_ticks(pid));
@@ -92,7 +105,7 @@ fn wrong_start_time_is_stale_even_when_cmdline_matches() {
     let run = sb.runtime_dir.join("web");
     fs::create_dir_all(&run).unwrap();
     // A process whose cmdline references the runtime dir...
-    let arg = format!("{}", run.join("qmp.sock").display());
+    let arg = format!("{}", run.join("vm/qmp.sock").display());
     let child = Command::new("sh")
         .args(["-c", "exec sleep 300", &arg])
         .stdin(Stdio::null())
@@ -114,7 +127,7 @@ fn wrong_start_time_is_stale_even_when_cmdline_matches() {
 fn vm_like_process(sb: &Sandbox) -> (ChildGuard, std::path::PathBuf) {
     let run = sb.runtime_dir.join("web");
     fs::create_dir_all(&run).unwrap();
-    let arg = format!("{}", run.join("qmp.sock").display());
+    let arg = format!("{}", run.join("vm/qmp.sock").display());
     let child = Command::new("sh")
         .args(["-c", "while :; do sleep 1; done", &arg])
         .stdin(Stdio::null())
@@ -159,5 +172,21 @@ fn pid_from_before_reboot_is_stale() {
     let st = sb.status_json(None, "web");
     assert_eq!(st["running"], false, "{st}");
     assert!(st["stale"].as_str().unwrap().contains("reboot"), "{st}");
+    assert!(alive(pid));
+}
+
+#[test]
+fn a_record_for_another_uid_is_not_trusted() {
+    let sb = Sandbox::new("piduid");
+    let (guard, run) = vm_like_process(&sb);
+    let pid = guard.id();
+    record(&sb, "web", pid, start_ticks(pid));
+    let p = run.join("launch.json");
+    let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    rec["uid"] = 4242.into();
+    fs::write(&p, rec.to_string()).unwrap();
+    let st = sb.status_json(None, "web");
+    assert_eq!(st["running"], false, "{st}");
+    assert!(st["stale"].as_str().unwrap().contains("uid"), "{st}");
     assert!(alive(pid));
 }

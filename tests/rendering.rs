@@ -61,13 +61,14 @@ fn bridge_kvm_nanos() {
         "network": {"ip": "10.99.0.2", "nameservers": ["10.99.0.1"]},
         "volumes": [{"source": "/tmp", "target": "/srv/mcat"}],
         "klibs": ["ntp"],
-        "ops_extra": {"RunConfig": {"Debug": true}, "ManifestPassthrough": {"exec_wait_for_ip4_secs": "5"}}
+        "ops_extra": {"Debugflags": ["trace"], "ManifestPassthrough": {"futex_trace": "t"}}
     });
     let v = parse_and_validate(Path::new("mcat.json"), &cfg.to_string()).unwrap();
     let paths = VmPaths::new(&roots(), "mcat");
     let argv = qemu::argv(&v, &paths, &Boot::Disk(paths.image_dir().join("disk.img")));
     compare("bridge-kvm-nanos.args", &argv_text(&argv));
-    let ops = serde_json::to_string_pretty(&opsconfig::render(&v)).unwrap() + "\n";
+    let dirs = ["bin".to_owned(), "lib".to_owned(), "srv".to_owned()];
+    let ops = serde_json::to_string_pretty(&opsconfig::render(&v, &dirs)).unwrap() + "\n";
     compare("bridge-kvm-nanos.ops.json", &ops);
 }
 
@@ -85,7 +86,7 @@ fn user_mode_tcg_ports() {
     let paths = VmPaths::new(&roots(), "api");
     let argv = qemu::argv(&v, &paths, &Boot::Disk(paths.image_dir().join("disk.img")));
     compare("user-tcg-ports.args", &argv_text(&argv));
-    let ops = serde_json::to_string_pretty(&opsconfig::render(&v)).unwrap() + "\n";
+    let ops = serde_json::to_string_pretty(&opsconfig::render(&v, &["bin".to_owned()])).unwrap() + "\n";
     compare("user-tcg-ports.ops.json", &ops);
 }
 

@@ -1,27 +1,23 @@
-//! `build NAME`: stage the volumes and build the image if any input changed,
-//! exactly as `start` does, without creating a TAP or starting QEMU.
+//! `build NAME` (the build unit's ExecStart): stage the volumes and build the
+//! image if any input changed, exactly as `start` does, without creating a
+//! TAP or starting QEMU.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::commands::start::ensure_dir;
+use crate::commands::start::{ensure_state, lock_vm};
 use crate::config;
 use crate::image;
-use crate::lock::{LockError, StartLock};
 use crate::paths::{Roots, VmPaths};
+use crate::privs;
 
 pub fn run(roots: &Roots, name: &str) -> Result<image::Image> {
     let v = config::load_by_name(&roots.config_dir, name)?;
+    config::check_conflicts(&roots.config_dir, &v)?;
+    let who = privs::resolve(&v.config.qemu_user, &v.config.qemu_group)?;
     let paths = VmPaths::new(roots, name);
-    ensure_dir(&roots.state_dir, 0o755)?;
-    ensure_dir(&paths.state, 0o711)?;
-    let _lock = match StartLock::acquire(&paths.lock()) {
-        Ok(l) => l,
-        Err(LockError::Busy { .. }) => {
-            bail!("VM {name} is running or starting; stop it before building")
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let img = image::ensure(&v, &paths)?;
+    ensure_state(roots, &paths)?;
+    let _lock = lock_vm(&paths, name, "building (stop it first)")?;
+    let img = image::ensure(&v, &paths, &who)?;
     println!(
         "{name}: image {} ({})",
         &img.hash[..16],

@@ -1,48 +1,48 @@
-//! `start NAME` (ExecStart): validate → lock → image (cached or built) → TAP
-//! → launch record → drop privileges → exec QEMU. On success it never returns.
+//! `start NAME` (ExecStart): validate → lock → image (built if its inputs
+//! changed, or with `--no-build` the last good one) → TAP → launch record →
+//! drop privileges → exec QEMU. On success it never returns.
 
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{self, ResolvedNet};
-use crate::image;
+use crate::config::{self, ResolvedNet, Validated};
+use crate::image::{self, Image};
 use crate::launch::{self, LaunchRecord, PidState};
 use crate::lock::{LockError, StartLock};
 use crate::paths::{Roots, VmPaths};
-use crate::privs;
+use crate::privs::{self, RunAs};
 use crate::procinfo;
 use crate::qemu;
+use crate::safefs;
 use crate::tap;
 
-pub(crate) fn ensure_dir(p: &Path, mode: u32) -> Result<()> {
-    if !p.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(p)
-            .with_context(|| format!("creating {}", p.display()))?;
-    }
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting mode of {}", p.display()))
-}
-
-fn chown(p: &Path, who: &privs::RunAs) -> Result<()> {
-    if who.switch {
-        std::os::unix::fs::chown(p, Some(who.uid), Some(who.gid))
-            .with_context(|| format!("chown {} to {}", p.display(), who.user))?;
-    }
+/// The state dir of a VM and its root, created only where missing.
+pub(crate) fn ensure_state(roots: &Roots, paths: &VmPaths) -> Result<()> {
+    safefs::ensure_dir(&roots.state_dir, 0o755)?;
+    safefs::ensure_dir(&paths.state, 0o711)?;
     Ok(())
 }
 
-pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
-    let t0 = Instant::now();
-    // Everything that can be checked without side effects comes first.
+/// Take the VM's lock, saying what holds it when it is busy.
+pub(crate) fn lock_vm(paths: &VmPaths, name: &str, doing: &str) -> Result<StartLock> {
+    match StartLock::acquire(&paths.lock()) {
+        Ok(l) => Ok(l),
+        Err(LockError::Busy { .. }) => {
+            let detail = match launch::inspect(paths) {
+                PidState::Running { pid, .. } => format!("its QEMU is running as PID {pid}"),
+                _ => "another start or build is in progress".into(),
+            };
+            bail!("VM {name} is already running or starting ({detail}); not {doing}")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Everything that can be checked without side effects.
+fn preflight(roots: &Roots, name: &str) -> Result<(Validated, VmPaths, RunAs, std::path::PathBuf)> {
     let v = config::load_by_name(&roots.config_dir, name)?;
     config::check_conflicts(&roots.config_dir, &v)?;
     let paths = VmPaths::new(roots, name);
@@ -61,47 +61,37 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
     }
     let qemu_bin = image::resolve_command(&v.config.qemu)
         .with_context(|| format!("field `qemu` = {:?}: not found on PATH", v.config.qemu))?;
+    Ok((v, paths, who, qemu_bin))
+}
 
-    ensure_dir(&roots.state_dir, 0o755)?;
-    ensure_dir(&roots.runtime_dir, 0o755)?;
-    ensure_dir(&paths.state, 0o711)?;
-    let lock = match StartLock::acquire(&paths.lock()) {
-        Ok(l) => l,
-        Err(LockError::Busy { .. }) => {
-            let detail = match launch::inspect(&paths) {
-                PidState::Running { pid, .. } => format!("its QEMU is running as PID {pid}"),
-                _ => "another start is in progress".into(),
-            };
-            bail!("VM {name} is already running or starting: {detail}");
-        }
-        Err(e) => return Err(e.into()),
-    };
-    ensure_dir(&paths.runtime, 0o700)?;
-    chown(&paths.runtime, &who)?;
+pub fn run(roots: &Roots, name: &str, build: bool) -> Result<std::convert::Infallible> {
+    let t0 = Instant::now();
+    let (v, paths, who, qemu_bin) = preflight(roots, name)?;
 
+    ensure_state(roots, &paths)?;
+    let lock = lock_vm(&paths, name, "starting a second QEMU on its disk")?;
+    safefs::ensure_dir(&roots.runtime_dir, 0o755)?;
+    safefs::ensure_dir(&paths.runtime, 0o711)?;
     match launch::inspect(&paths) {
         PidState::Running { pid, .. } => {
             bail!("VM {name} is already running as PID {pid}; refusing to start a second QEMU on its disk")
         }
         PidState::Stale { pid, reason } => {
-            tracing::warn!(?pid, %reason, "stale pidfile from an earlier run; clearing it (no process signalled)");
-            launch::clear(&paths).context("clearing stale pidfile")?;
+            tracing::warn!(?pid, %reason, "stale runtime files from an earlier run; clearing them (no process signalled)");
         }
         PidState::NotRunning => {}
     }
-    let _ = fs::remove_file(paths.qmp_socket());
+    // Whatever the QEMU uid left in its runtime dir is not trusted: start afresh.
+    launch::clear(&paths).context("clearing the runtime files of an earlier run")?;
 
-    let img = image::ensure(&v, &paths)?;
-    let image_dir = paths.image_dir();
-    fs::set_permissions(&image_dir, fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("setting mode of {}", image_dir.display()))?;
-    match &img.boot {
-        qemu::Boot::Disk(p) | qemu::Boot::Direct { initrd: p, .. } => {
-            fs::set_permissions(p, fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("setting mode of {}", p.display()))?;
-            chown(p, &who)?;
-        }
-    }
+    let img: Image = if build {
+        image::ensure(&v, &paths, &who)?
+    } else {
+        let img = image::last_good(&v, &paths)?;
+        image::share_with(&v, &paths, &who)?;
+        img
+    };
+    safefs::fresh_owned_dir(&paths.runtime, "vm", who.uid, who.gid)?;
 
     let (tap_name, ip) = match &v.net {
         ResolvedNet::Bridge(b) => {
@@ -125,6 +115,7 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
         pid: me,
         start_ticks: procinfo::start_ticks(me).context("reading own start time")?,
         boot_id: procinfo::boot_id(),
+        uid: who.uid,
         tap: tap_name,
         ip,
         image_hash: img.hash.clone(),
@@ -145,11 +136,14 @@ pub fn run(roots: &Roots, name: &str) -> Result<std::convert::Infallible> {
         argv.join(" ")
     );
     privs::drop_to(&who)?;
+    // QEMU's temporary files (the snapshot overlay of the disk) go to the
+    // only dir its uid may write.
     let err = Command::new(&qemu_bin)
         .arg0(&argv[0])
         .args(&argv[1..])
+        .env("TMPDIR", paths.vm_dir())
         .exec();
-    // Still here: exec failed. The launch record names us; remove it.
-    let _ = launch::clear(&paths);
+    // Still here: exec failed. The record names us, and we can no longer
+    // remove it (no longer root); `cleanup` sees a stale record.
     Err(err).with_context(|| format!("exec {}", qemu_bin.display()))
 }

@@ -1,4 +1,6 @@
 //! `status [NAME]` and `list`: which VMs run, from validated PIDs only.
+//! Read-only: a stale pidfile is reported, never removed (only `start` and
+//! `cleanup`, holding the VM's lock, clear stale files).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -21,8 +23,8 @@ pub struct VmStatus {
     pub tap: Option<String>,
     pub uptime_secs: Option<u64>,
     pub image_hash: Option<String>,
-    /// Set when a pidfile named a process that is not this VM's QEMU; the
-    /// pidfile was removed and the process left alone.
+    /// Set when the runtime files name a process that is not this VM's
+    /// QEMU (left as they are; `cleanup` removes them).
     pub stale: Option<String>,
     pub config_error: Option<String>,
 }
@@ -63,9 +65,7 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
                 (up - started).max(0.0) as u64
             });
         }
-        PidState::Stale { pid, reason } => {
-            tracing::warn!(?pid, %reason, "stale pidfile; removing it (no process signalled)");
-            let _ = launch::clear(&paths);
+        PidState::Stale { reason, .. } => {
             st.stale = Some(reason);
         }
         PidState::NotRunning => {}
@@ -137,7 +137,7 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
                 .unwrap_or("-"),
         );
         if let Some(r) = &s.stale {
-            println!("  stale pidfile removed: {r}");
+            println!("  stale runtime files (not removed; `mcp-unikernel cleanup {}` removes them): {r}", s.name);
         }
         if let Some(e) = &s.config_error {
             println!("  config: {e}");

@@ -446,8 +446,14 @@ pub fn kill_helper_during_ops_build(
     let mut guard = super::netns::ChildGuard::new(child);
     let helper = guard.id() as i32;
     let t0 = Instant::now();
+    // The `ops build` child (the helper asks `ops version` first).
+    let is_build = |pid: &i32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.split(|b| *b == 0).any(|a| a == b"build"))
+            .unwrap_or(false)
+    };
     let ops_pid = loop {
-        if let Some(&pid) = children_named(helper, "ops").first() {
+        if let Some(&pid) = children_named(helper, "ops").iter().find(|p| is_build(p)) {
             break pid;
         }
         if let Some(st) = guard.try_wait() {
