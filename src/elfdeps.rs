@@ -165,7 +165,11 @@ pub fn resolve(program: &Path, program_bytes: &[u8]) -> Result<Vec<Needed>, Deps
     if let Some(interp) = &top.interp {
         let ip = PathBuf::from(interp);
         if !ip.is_absolute() {
-            return Err(dep_err("interpreter", &ip, "is not an absolute path".into()));
+            return Err(dep_err(
+                "interpreter",
+                &ip,
+                "is not an absolute path".into(),
+            ));
         }
         let (bytes, mode) = read_public(&ip).map_err(|r| dep_err("interpreter", &ip, r))?;
         let p = parse(&bytes).map_err(|r| dep_err("interpreter", &ip, r))?;
@@ -176,7 +180,8 @@ pub fn resolve(program: &Path, program_bytes: &[u8]) -> Result<Vec<Needed>, Deps
                 "has an interpreter itself (not a dynamic loader)".into(),
             ));
         }
-        let guest = normalize(&ip).ok_or_else(|| dep_err("interpreter", &ip, "is not a file path".into()))?;
+        let guest = normalize(&ip)
+            .ok_or_else(|| dep_err("interpreter", &ip, "is not a file path".into()))?;
         out.insert(guest.clone(), Needed { guest, bytes, mode });
     }
     if top.needed.is_empty() {
@@ -186,7 +191,14 @@ pub fn resolve(program: &Path, program_bytes: &[u8]) -> Result<Vec<Needed>, Deps
     let mut queue: VecDeque<(String, PathBuf, Vec<String>, Vec<String>)> = top
         .needed
         .iter()
-        .map(|n| (n.clone(), program.to_owned(), top.rpath.clone(), top.runpath.clone()))
+        .map(|n| {
+            (
+                n.clone(),
+                program.to_owned(),
+                top.rpath.clone(),
+                top.runpath.clone(),
+            )
+        })
         .collect();
     let mut found_names: BTreeMap<String, PathBuf> = BTreeMap::new();
     while let Some((name, by, rpath, runpath)) = queue.pop_front() {
@@ -242,9 +254,10 @@ pub fn resolve(program: &Path, program_bytes: &[u8]) -> Result<Vec<Needed>, Deps
             chain.extend(rpath.iter().cloned());
             queue.push_back((n.clone(), path.clone(), chain, p.runpath.clone()));
         }
-        let guest =
-            normalize(&path).ok_or_else(|| dep_err("library", &path, "is not a file path".into()))?;
-        out.entry(guest.clone()).or_insert(Needed { guest, bytes, mode });
+        let guest = normalize(&path)
+            .ok_or_else(|| dep_err("library", &path, "is not a file path".into()))?;
+        out.entry(guest.clone())
+            .or_insert(Needed { guest, bytes, mode });
         if out.len() > MAX_OBJECTS {
             return Err(DepsError::Program {
                 path: program.to_owned(),

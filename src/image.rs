@@ -44,7 +44,9 @@ pub enum BuildError {
     },
     #[error("cannot run ops ({ops}): {source}")]
     OpsSpawn { ops: String, source: io::Error },
-    #[error("field `ops` = {ops:?}: ops reports version {found}; this helper drives ops {supported}")]
+    #[error(
+        "field `ops` = {ops:?}: ops reports version {found}; this helper drives ops {supported}"
+    )]
     OpsVersion {
         ops: String,
         found: String,
@@ -58,7 +60,10 @@ pub enum BuildError {
     NoImage(PathBuf),
 }
 
-pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BuildError + 'a {
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> BuildError + 'a {
     move |source| BuildError::Io {
         what,
         path: path.to_owned(),
@@ -137,7 +142,9 @@ fn base_inputs(
             h.field("mode", b"nanos (ops build, placeholder program)");
             let ops_cfg = opsconfig::render(v, &[]);
             h.field("ops-config", ops_cfg.to_string().as_bytes());
-            match resolve_command(&c.ops).map(|p| fs::canonicalize(&p).and_then(|c| fs::metadata(&c).map(|m| (c, m)))) {
+            match resolve_command(&c.ops)
+                .map(|p| fs::canonicalize(&p).and_then(|c| fs::metadata(&c).map(|m| (c, m))))
+            {
                 Some(Ok((canon, m))) => {
                     h.field("ops-path", canon.as_os_str().as_bytes());
                     h.field("ops-size", &m.len().to_le_bytes());
@@ -200,7 +207,8 @@ pub fn share_with(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<(), Bui
         if who.switch {
             std::os::unix::fs::lchown(p, Some(0), Some(who.gid)).map_err(io_err("chown", p))?;
         }
-        fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err("setting mode of", p))?;
+        fs::set_permissions(p, fs::Permissions::from_mode(mode))
+            .map_err(io_err("setting mode of", p))?;
     }
     Ok(())
 }
@@ -213,7 +221,10 @@ fn remove_scratch(paths: &VmPaths) -> Result<(), BuildError> {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("staging.tmp-") || name.starts_with("image.tmp-") || name.starts_with("build.tmp-") {
+        if name.starts_with("staging.tmp-")
+            || name.starts_with("image.tmp-")
+            || name.starts_with("build.tmp-")
+        {
             tracing::info!(path = %e.path().display(), "removing scratch dir left by an interrupted start");
             fs::remove_dir_all(e.path()).map_err(io_err("removing", &e.path()))?;
         }
@@ -290,17 +301,45 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
         });
     }
 
+    let ops = match nanos {
+        true => Some(prepare_ops(v, paths, who)?),
+        false => None,
+    };
+    let result = stage_and_build(v, paths, who, program.as_ref(), base, &opts, ops.as_ref());
+    if let Some(run) = &ops {
+        let _ = fs::remove_dir_all(&run.scratch);
+    }
+    let hash = result?;
+    tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "image built");
+    Ok(Image {
+        boot: boot_for(v, &paths.image_dir()),
+        hash,
+        rebuilt: true,
+    })
+}
+
+fn stage_and_build(
+    v: &Validated,
+    paths: &VmPaths,
+    who: &RunAs,
+    program: Option<&ProgramFiles>,
+    base: InputHasher,
+    opts: &staging::StageOptions,
+    ops: Option<&OpsRun>,
+) -> Result<String, BuildError> {
+    let nanos = ops.is_some();
     // Stage into scratch, hashing exactly what is copied.
     let scratch = paths.scratch("staging");
     fresh_dir(&scratch, 0o750)?;
     if who.switch {
-        std::os::unix::fs::lchown(&scratch, Some(0), Some(who.gid)).map_err(io_err("chown", &scratch))?;
+        std::os::unix::fs::lchown(&scratch, Some(0), Some(who.gid))
+            .map_err(io_err("chown", &scratch))?;
     }
     let mut staged = base;
-    let staged_ok = staging::walk_volumes(&v.config.volumes, &mut staged, Some(&scratch), &opts)
+    let staged_ok = staging::walk_volumes(&v.config.volumes, &mut staged, Some(&scratch), opts)
         .map_err(BuildError::from)
         .and_then(|report| {
-            if let (true, Some(p)) = (nanos, &program) {
+            if let (true, Some(p)) = (nanos, program) {
                 p.stage(&scratch, opts.group)?;
             }
             Ok(report)
@@ -324,11 +363,12 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
     let out = paths.scratch("image");
     fresh_dir(&out, 0o700)?;
     let dest = artifact(v, &out);
-    let built = match &v.config.direct_boot {
-        None => build_with_ops(v, paths, who, &dest),
-        Some(db) => standin::build_initrd(
+    let built = match (&v.config.direct_boot, ops) {
+        (None, Some(run)) => build_with_ops(v, paths, who, run, &dest),
+        (None, None) => unreachable!("ops is prepared for every Nanos build"),
+        (Some(db), _) => standin::build_initrd(
             v,
-            program.as_ref().map(|p| p.bytes.as_slice()),
+            program.map(|p| p.bytes.as_slice()),
             &paths.staging(),
             &db.initrd,
             &dest,
@@ -342,12 +382,7 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
     fs::write(&hf, format!("{hash}\n")).map_err(io_err("writing", &hf))?;
     swap_in(&out, &paths.image_dir())?;
     share_with(v, paths, who)?;
-    tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "image built");
-    Ok(Image {
-        boot: boot_for(v, &paths.image_dir()),
-        hash,
-        rebuilt: true,
-    })
+    Ok(hash)
 }
 
 /// The top-level entries of the staging tree ops is told to copy (the
@@ -364,7 +399,20 @@ fn staged_dirs(staging: &Path) -> Result<Vec<String>, BuildError> {
     Ok(dirs)
 }
 
-fn build_with_ops(v: &Validated, paths: &VmPaths, who: &RunAs, dest: &Path) -> Result<(), BuildError> {
+/// ops, checked and given its home, before anything is staged: an ops the
+/// helper cannot drive is refused with no side effects.
+struct OpsRun<'a> {
+    ops: PathBuf,
+    scratch: PathBuf,
+    home: PathBuf,
+    sb: OpsSandbox<'a>,
+}
+
+fn prepare_ops<'a>(
+    v: &Validated,
+    paths: &VmPaths,
+    who: &'a RunAs,
+) -> Result<OpsRun<'a>, BuildError> {
     let c = &v.config;
     let ops = resolve_command(&c.ops).ok_or_else(|| BuildError::OpsSpawn {
         ops: c.ops.clone(),
@@ -378,35 +426,56 @@ fn build_with_ops(v: &Validated, paths: &VmPaths, who: &RunAs, dest: &Path) -> R
     };
     let scratch = paths.scratch("build");
     fresh_dir(&scratch, 0o711)?;
-    let result = (|| {
+    let prepared = (|| {
         let home = if local_nanos {
             opsbuild::fresh_home(&scratch, who, true)?
         } else {
             // Downloads are kept between builds in the VM's own ops home.
             let cache = paths.ops_cache();
             if !cache.exists() {
-                let parent = cache.parent().unwrap_or(Path::new("/"));
-                opsbuild::fresh_home(parent, who, false)?;
+                opsbuild::fresh_home(&paths.state, who, false)?;
             }
             cache
         };
-        let version = opsbuild::check_version(&ops, &home, &paths.staging(), &sb)?;
+        let version = opsbuild::check_version(&ops, &home, &scratch, &sb)?;
         tracing::info!(ops = %ops.display(), %version, "ops version supported");
-        // Readable by the VM's group only: it holds the program's env.
-        let cfg_path = scratch.join("ops-config.json");
-        let cfg = serde_json::to_vec_pretty(&opsconfig::render(v, &staged_dirs(&paths.staging())?))
-            .expect("JSON value");
-        crate::safefs::write_private(&scratch, "ops-config.json", &cfg, 0o640)
-            .map_err(|e| BuildError::Io {
-                what: "writing",
-                path: cfg_path.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
-        if who.switch {
-            std::os::unix::fs::lchown(&cfg_path, None, Some(who.gid)).map_err(io_err("chown", &cfg_path))?;
-        }
-        opsbuild::build(v, paths, &ops, &home, &cfg_path, &sb, dest)
+        Ok(home)
     })();
-    let _ = fs::remove_dir_all(&scratch);
-    result
+    match prepared {
+        Ok(home) => Ok(OpsRun {
+            ops,
+            scratch,
+            home,
+            sb,
+        }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&scratch);
+            Err(e)
+        }
+    }
+}
+
+fn build_with_ops(
+    v: &Validated,
+    paths: &VmPaths,
+    who: &RunAs,
+    run: &OpsRun,
+    dest: &Path,
+) -> Result<(), BuildError> {
+    // Readable by the VM's group only: it holds the program's env.
+    let cfg_path = run.scratch.join("ops-config.json");
+    let cfg = serde_json::to_vec_pretty(&opsconfig::render(v, &staged_dirs(&paths.staging())?))
+        .expect("JSON value");
+    crate::safefs::write_private(&run.scratch, "ops-config.json", &cfg, 0o640).map_err(|e| {
+        BuildError::Io {
+            what: "writing",
+            path: cfg_path.clone(),
+            source: io::Error::other(e.to_string()),
+        }
+    })?;
+    if who.switch {
+        std::os::unix::fs::lchown(&cfg_path, None, Some(who.gid))
+            .map_err(io_err("chown", &cfg_path))?;
+    }
+    opsbuild::build(v, paths, &run.ops, &run.home, &cfg_path, &run.sb, dest)
 }

@@ -148,6 +148,9 @@ fn contains_dir(arg: &str, dir: &str) -> bool {
 }
 
 /// Inspect the VM's runtime files and validate the PID they name. Read-only.
+/// The root-owned record is authoritative: it names the PID that exec'd
+/// QEMU. QEMU's pidfile (written by the QEMU uid, so untrusted) is only
+/// compared with it: a pidfile naming another PID is logged, never followed.
 pub fn inspect(paths: &VmPaths) -> PidState {
     let record = match read_record(paths) {
         Ok(r) => r,
@@ -161,19 +164,30 @@ pub fn inspect(paths: &VmPaths) -> PidState {
             }
         }
     };
-    let pidfile = match read_pidfile(paths) {
-        Ok(p) => p,
-        Err(reason) => return PidState::Stale { pid: None, reason },
-    };
+    let pidfile = read_pidfile(paths);
     match (pidfile, record) {
-        (None, None) => PidState::NotRunning,
-        (Some(pid), None) => PidState::Stale {
+        (Ok(None), None) => PidState::NotRunning,
+        (Ok(Some(pid)), None) => PidState::Stale {
             pid: Some(pid),
             reason: format!("pidfile names PID {pid} but there is no launch record"),
         },
-        (pid, Some(rec)) => {
-            // QEMU writes its pidfile shortly after exec; until then the record's PID stands.
-            let pid = pid.unwrap_or(rec.pid);
+        (Err(reason), None) => PidState::Stale { pid: None, reason },
+        (pidfile, Some(rec)) => {
+            let pid = rec.pid;
+            match pidfile {
+                Ok(Some(p)) if p != pid => {
+                    tracing::warn!(
+                        pidfile = p,
+                        record = pid,
+                        "QEMU's pidfile disagrees with the launch record; trusting the record"
+                    )
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "QEMU's pidfile is unusable; trusting the launch record")
+                }
+                // QEMU writes its pidfile shortly after exec; until then the record stands.
+                _ => {}
+            }
             match validate(pid, &rec, paths) {
                 Ok(()) => PidState::Running { pid, record: rec },
                 Err(reason) => PidState::Stale {

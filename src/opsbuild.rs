@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::sys::stat::{fstat, SFlag};
 
 use crate::config::Validated;
 use crate::image::{io_err, BuildError};
@@ -77,7 +77,13 @@ fn sandboxed(cmd: &mut Command, sb: &OpsSandbox) {
     }
 }
 
-fn run(ops: &Path, args: &[&std::ffi::OsStr], home: &Path, cwd: &Path, sb: &OpsSandbox) -> Result<Output, BuildError> {
+fn run(
+    ops: &Path,
+    args: &[&std::ffi::OsStr],
+    home: &Path,
+    cwd: &Path,
+    sb: &OpsSandbox,
+) -> Result<Output, BuildError> {
     let mut cmd = Command::new(ops);
     cmd.args(args)
         .current_dir(cwd)
@@ -115,7 +121,12 @@ fn numeric(v: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// Refuse an ops outside the supported range; returns the version string.
-pub fn check_version(ops: &Path, home: &Path, cwd: &Path, sb: &OpsSandbox) -> Result<String, BuildError> {
+pub fn check_version(
+    ops: &Path,
+    home: &Path,
+    cwd: &Path,
+    sb: &OpsSandbox,
+) -> Result<String, BuildError> {
     let out = run(ops, &["version".as_ref()], home, cwd, sb)?;
     let text = output_text(&out);
     let found = parse_version(&text);
@@ -127,7 +138,8 @@ pub fn check_version(ops: &Path, home: &Path, cwd: &Path, sb: &OpsSandbox) -> Re
     match found.as_deref().map(|f| (f, numeric(f))) {
         Some((f, Some(n))) if n >= MIN_OPS && n < (0, 2, 0) => Ok(f.to_owned()),
         Some(("", _)) => Err(unsupported(
-            "no version (built without -ldflags -X github.com/nanovms/ops/lepton.Version=...)".into(),
+            "no version (built without -ldflags -X github.com/nanovms/ops/lepton.Version=...)"
+                .into(),
         )),
         Some((f, _)) => Err(unsupported(f.to_owned())),
         None => Err(unsupported(format!(
@@ -154,7 +166,8 @@ pub fn fresh_home(parent: &Path, who: &RunAs, local_nanos: bool) -> Result<PathB
     }
     if who.switch {
         for d in [&home, &dot, &images] {
-            std::os::unix::fs::lchown(d, Some(who.uid), Some(who.gid)).map_err(io_err("chown", d))?;
+            std::os::unix::fs::lchown(d, Some(who.uid), Some(who.gid))
+                .map_err(io_err("chown", d))?;
         }
     }
     Ok(home)
@@ -215,8 +228,18 @@ fn copy_out(home: &Path, rel: &str, dest: &Path) -> Result<(), BuildError> {
     };
     let dir = crate::safefs::open_dir(home).map_err(|e| no_image(e.to_string()))?;
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        .flags(
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+        )
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
     let fd = openat2(&dir, rel, how).map_err(|e| no_image(e.desc().to_owned()))?;
     let st = fstat(fd.as_fd()).map_err(|e| no_image(e.desc().to_owned()))?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
@@ -231,8 +254,9 @@ fn copy_out(home: &Path, rel: &str, dest: &Path) -> Result<(), BuildError> {
         .open(dest)
         .map_err(io_err("creating", dest))?;
     io::copy(&mut src, &mut out).map_err(io_err("copying the image to", dest))?;
-    out.flush().and_then(|()| out.sync_data()).map_err(io_err("writing", dest))?;
-    let _ = Mode::empty();
+    out.flush()
+        .and_then(|()| out.sync_data())
+        .map_err(io_err("writing", dest))?;
     Ok(())
 }
 
@@ -270,7 +294,10 @@ mod tests {
 
     #[test]
     fn versions_are_compared_numerically() {
-        assert_eq!(parse_version("x\nOps version: 0.1.43-24-gcd2208d\nNanos version: y"), Some("0.1.43-24-gcd2208d".into()));
+        assert_eq!(
+            parse_version("x\nOps version: 0.1.43-24-gcd2208d\nNanos version: y"),
+            Some("0.1.43-24-gcd2208d".into())
+        );
         assert_eq!(numeric("0.1.43-24-gcd2208d"), Some((0, 1, 43)));
         assert_eq!(numeric("0.1.32"), Some((0, 1, 32)));
         assert!(numeric("0.1.32").unwrap() < MIN_OPS);

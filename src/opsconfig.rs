@@ -124,7 +124,7 @@ pub fn placeholder_elf() -> Vec<u8> {
     e.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
     e.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
     e.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
-    // PT_LOAD, R+X, the whole file at BASE.
+                                              // PT_LOAD, R+X, the whole file at BASE.
     e.extend_from_slice(&1u32.to_le_bytes());
     e.extend_from_slice(&5u32.to_le_bytes());
     e.extend_from_slice(&0u64.to_le_bytes());

@@ -32,7 +32,11 @@ impl Roots {
     /// dirs when a PID is validated, so a relative root would point elsewhere.
     /// The state and runtime dirs end up in QEMU's argv, so control
     /// characters are refused (commas are escaped where QEMU parses options).
-    pub fn absolute(config_dir: &Path, state_dir: &Path, runtime_dir: &Path) -> Result<Roots, RootsError> {
+    pub fn absolute(
+        config_dir: &Path,
+        state_dir: &Path,
+        runtime_dir: &Path,
+    ) -> Result<Roots, RootsError> {
         let abs = |p: &Path| std::path::absolute(p).map_err(RootsError::Absolute);
         let roots = Roots {
             config_dir: abs(config_dir)?,

@@ -70,18 +70,23 @@ impl ProgramFiles {
     /// (a scratch dir of ours), group-readable by `gid`.
     pub fn stage(&self, root: &Path, gid: Option<u32>) -> Result<(), ProgramError> {
         let placeholder = opsconfig::placeholder_elf();
-        let files = std::iter::once(("program", self.program.as_path(), self.bytes.as_slice(), self.mode))
-            .chain(
-                self.deps
-                    .iter()
-                    .map(|d| ("library", d.guest.as_path(), d.bytes.as_slice(), d.mode)),
-            )
-            .chain(std::iter::once((
-                "placeholder",
-                Path::new(opsconfig::RESERVED_GUEST_DIR),
-                placeholder.as_slice(),
-                0o755,
-            )));
+        let files = std::iter::once((
+            "program",
+            self.program.as_path(),
+            self.bytes.as_slice(),
+            self.mode,
+        ))
+        .chain(
+            self.deps
+                .iter()
+                .map(|d| ("library", d.guest.as_path(), d.bytes.as_slice(), d.mode)),
+        )
+        .chain(std::iter::once((
+            "placeholder",
+            Path::new(opsconfig::RESERVED_GUEST_DIR),
+            placeholder.as_slice(),
+            0o755,
+        )));
         for (what, guest, bytes, mode) in files {
             let rel = if what == "placeholder" {
                 PathBuf::from(opsconfig::PLACEHOLDER)
@@ -108,7 +113,13 @@ enum WriteError {
     Io(io::Error),
 }
 
-fn write_file(root: &Path, rel: &Path, bytes: &[u8], mode: u32, gid: Option<u32>) -> Result<(), WriteError> {
+fn write_file(
+    root: &Path,
+    rel: &Path,
+    bytes: &[u8],
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<(), WriteError> {
     let dest = root.join(rel);
     let mut dir = root.to_path_buf();
     if let Some(parent) = rel.parent() {

@@ -114,7 +114,12 @@ pub fn open_dir(p: &Path) -> Result<OwnedFd, SafeFsError> {
 
 /// `parent/name` recreated empty, mode 0700, owned by uid:gid. `parent` must
 /// be one of our own root-owned dirs.
-pub fn fresh_owned_dir(parent: &Path, name: &str, uid: u32, gid: u32) -> Result<PathBuf, SafeFsError> {
+pub fn fresh_owned_dir(
+    parent: &Path,
+    name: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<PathBuf, SafeFsError> {
     let p = parent.join(name);
     match fs::remove_dir_all(&p) {
         Ok(()) => {}
@@ -132,7 +137,8 @@ pub fn fresh_owned_dir(parent: &Path, name: &str, uid: u32, gid: u32) -> Result<
         Mode::empty(),
     )
     .map_err(errno_at("opening", &p))?;
-    fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(errno_at("chown", &p))?;
+    fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(errno_at("chown", &p))?;
     Ok(p)
 }
 
@@ -171,7 +177,11 @@ pub fn read_untrusted(dir: &Path, name: &str, max: usize) -> Result<Option<Vec<u
     let fd = match openat(
         &dfd,
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -224,7 +234,10 @@ mod tests {
         assert_eq!(read_untrusted(&d, "pid", 32).unwrap().unwrap(), b"123\n");
         assert!(read_untrusted(&d, "missing", 32).unwrap().is_none());
         symlink(d.join("pid"), d.join("link")).unwrap();
-        assert!(read_untrusted(&d, "link", 32).unwrap_err().to_string().contains("symlink"));
+        assert!(read_untrusted(&d, "link", 32)
+            .unwrap_err()
+            .to_string()
+            .contains("symlink"));
         nix::unistd::mkfifo(&d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
         let e = read_untrusted(&d, "fifo", 32).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
@@ -242,7 +255,10 @@ mod tests {
         write_private(&d, "launch.json", b"{}", 0o600).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         assert_eq!(fs::read_to_string(d.join("launch.json")).unwrap(), "{}");
-        assert!(!fs::symlink_metadata(d.join("launch.json")).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(d.join("launch.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -255,7 +271,10 @@ mod tests {
         ensure_dir(&existing, 0o755).unwrap();
         assert_eq!(fs::metadata(&existing).unwrap().mode() & 0o7777, 0o711);
         fs::set_permissions(&existing, fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(ensure_dir(&existing, 0o755).unwrap_err().to_string().contains("writable"));
+        assert!(ensure_dir(&existing, 0o755)
+            .unwrap_err()
+            .to_string()
+            .contains("writable"));
         let new = d.join("a/b");
         ensure_dir(&new, 0o711).unwrap();
         assert_eq!(fs::metadata(&new).unwrap().mode() & 0o7777, 0o711);

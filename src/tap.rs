@@ -200,7 +200,11 @@ pub enum Removal {
 /// The TAP's owner uid (`/sys/class/net/NAME/owner`; -1 means none).
 pub fn owner(name: &str) -> io::Result<Option<u32>> {
     let s = fs::read_to_string(Path::new("/sys/class/net").join(name).join("owner"))?;
-    Ok(s.trim().parse::<i64>().ok().filter(|&u| u >= 0).map(|u| u as u32))
+    Ok(s.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|&u| u >= 0)
+        .map(|u| u as u32))
 }
 
 /// Remove the TAP `name` only if it is a TAP owned by `uid`.
@@ -219,5 +223,11 @@ pub fn remove_if_owned(name: &str, uid: Option<u32>) -> Result<Removal, NetError
     if uid.is_none() || found != uid {
         return Ok(Removal::NotOurs(found));
     }
-    remove(name).map(|removed| if removed { Removal::Removed } else { Removal::Absent })
+    remove(name).map(|removed| {
+        if removed {
+            Removal::Removed
+        } else {
+            Removal::Absent
+        }
+    })
 }

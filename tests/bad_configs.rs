@@ -267,6 +267,74 @@ fn cases() -> Vec<Case> {
             value: "/etc",
         },
         Case {
+            what: "QEMU option smuggled in the TAP name",
+            name: "web",
+            edit: |c, _| c["network"]["tap"] = "a,vhost=on".into(),
+            field: "network.tap",
+            value: "a,vhost=on",
+        },
+        Case {
+            what: "bridge name systemd would escape",
+            name: "web",
+            edit: |c, _| c["network"]["bridge"] = "br@mcp".into(),
+            field: "network.bridge",
+            value: "br@mcp",
+        },
+        Case {
+            what: "QEMU user shared with another VM",
+            name: "web",
+            edit: |_, d| {
+                let mut other = good(d);
+                other["name"] = "other".into();
+                other["network"]["ip"] = "10.99.0.3".into();
+                fs::write(d.join("etc/other.json"), other.to_string()).unwrap();
+            },
+            field: "qemu_user",
+            value: "mcp-qemu",
+        },
+        Case {
+            what: "QEMU as root",
+            name: "web",
+            edit: |c, _| c["qemu_user"] = "root".into(),
+            field: "qemu_user",
+            value: "root",
+        },
+        Case {
+            what: "ops_extra reading host dirs directly",
+            name: "web",
+            edit: |c, _| c["ops_extra"] = json!({"LocalFilesParentDirectory": "/"}),
+            field: "ops_extra.LocalFilesParentDirectory",
+            value: "/",
+        },
+        Case {
+            what: "ops_extra TargetRoot",
+            name: "web",
+            edit: |c, _| c["ops_extra"] = json!({"targetroot": "/"}),
+            field: "ops_extra.targetroot",
+            value: "/",
+        },
+        Case {
+            what: "manifest option outside the allowlist",
+            name: "web",
+            edit: |c, _| c["ops_extra"] = json!({"ManifestPassthrough": {"telnet_mgmt": "t"}}),
+            field: "ops_extra.ManifestPassthrough.telnet_mgmt",
+            value: "t",
+        },
+        Case {
+            what: "volume target with a newline",
+            name: "web",
+            edit: |c, _| c["volumes"][0]["target"] = "/srv/w\nw".into(),
+            field: "volumes[0].target",
+            value: "/srv/w",
+        },
+        Case {
+            what: "volume limit zero",
+            name: "web",
+            edit: |c, _| c["volume_limit_mib"] = 0.into(),
+            field: "volume_limit_mib",
+            value: "0",
+        },
+        Case {
             what: "nanos_dir without kernel.img",
             name: "web",
             edit: |c, d| c["nanos_dir"] = d.join("vol").display().to_string().into(),
@@ -341,7 +409,12 @@ fn bad_configs_fail_cleanly_naming_field_and_value() {
             problems.push("a network interface was created".into());
         }
         // check-config on the same file agrees (except the name-argument case).
-        if case.name == "web" && case.what != "duplicate IP with another config" {
+        if case.name == "web"
+            && !matches!(
+                case.what,
+                "duplicate IP with another config" | "QEMU user shared with another VM"
+            )
+        {
             let cc = sb.run(None, &["check-config", file.to_str().unwrap()]);
             if cc.status.success() && case.what != "name does not match the file" {
                 problems.push("check-config accepted it".into());

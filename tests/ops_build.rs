@@ -13,56 +13,13 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{symlink, FileExt};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::netns;
+use common::opsimage::{ops_image, placeholder_nanos, text};
 use common::vm::{self, Sandbox};
 use serde_json::json;
-
-/// Placeholder kernel.img/boot.img (and an empty klibs dir): named stand-ins
-/// for a Nanos build, good for image building only.
-fn placeholder_nanos(dir: &Path) {
-    fs::create_dir_all(dir.join("klibs")).unwrap();
-    fs::write(dir.join("kernel.img"), vec![0x90u8; 64 * 1024]).unwrap();
-    // ops copies boot.img to the front of the image and then fills in the MBR
-    // partition table, so it wants the MBR signature and the record (just
-    // before the partition table) giving the length of the boot stage that
-    // follows the MBR: type 12 ("filesystem region"), then its length.
-    let mut boot = vec![0u8; 4096];
-    boot[434..442].copy_from_slice(&(4096u64 - 512).to_le_bytes());
-    boot[442..446].copy_from_slice(&12u32.to_le_bytes());
-    boot[510] = 0x55;
-    boot[511] = 0xAA;
-    fs::write(dir.join("boot.img"), boot).unwrap();
-}
-
-/// Read from a built image with ops's image commands (its own reader).
-fn ops_image(ops: &str, sb: &Sandbox, args: &[&str]) -> Output {
-    let home = sb.root.join("reader-home");
-    let images = home.join(".ops/images");
-    fs::create_dir_all(&images).unwrap();
-    // Offline, ops reads the Nanos version from latest.txt before any command.
-    fs::write(home.join(".ops/latest.txt"), "0.0.0-local").unwrap();
-    let link = images.join("under-test");
-    let _ = fs::remove_file(&link);
-    symlink(sb.state_dir.join("web/image/disk.img"), &link).unwrap();
-    Command::new(ops)
-        .arg("image")
-        .args(args)
-        .env("OPS_HOME", &home)
-        .env("HOME", &home)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn placeholder_config(program: &Path, vol: &Path, nanos: &Path, ops: &str) -> serde_json::Value {
     json!({
@@ -362,4 +319,55 @@ fn remembered_kernel_digest_never_hides_a_change() {
         "kernel change missed: {}",
         text(&out)
     );
+}
+
+/// An ops the helper cannot drive (nixpkgs's 0.1.32 writes its image
+/// elsewhere and reads klibs from another key) is refused before anything is
+/// built, with one line naming the version found and the range supported,
+/// and nothing is left: no image, no scratch dir. A STAND-IN for that old
+/// ops: a script answering `version` as it does.
+#[test]
+fn an_ops_too_old_to_drive_is_refused_before_building() {
+    let Some(Setup { sb, .. }) = setup(
+        "an_ops_too_old_to_drive_is_refused_before_building",
+        "oldops",
+        "x\n",
+    ) else {
+        return;
+    };
+    let fake = sb.root.join("bin/ops");
+    fs::create_dir_all(fake.parent().unwrap()).unwrap();
+    fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1\" = version ] && { echo 'Ops version: 0.1.32'; echo 'Nanos version: 0.1.47'; exit 0; }\necho built > \"$HOME/.ops/images/disk\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg_path = sb.config_dir.join("web.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["ops"] = json!(fake);
+    sb.write_config("web", &cfg);
+    let out = sb.run(None, &["build", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out));
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("0.1.32") && line.contains(">= 0.1.43") && line.contains("`ops`"),
+        "{err}"
+    );
+    assert!(
+        !sb.state_dir.join("web/image").exists(),
+        "an image was made"
+    );
+    assert!(
+        !sb.state_dir.join("web/staging").exists(),
+        "volumes were staged"
+    );
+    assert!(fs::read_dir(sb.state_dir.join("web"))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().contains(".tmp-")));
 }

@@ -78,7 +78,11 @@ fn pidfile_naming_unrelated_process_is_stale_and_process_survives() {
     );
     fs::create_dir_all(sb.state_dir.join("web")).unwrap();
     let out = sb.run(None, &["cleanup", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !sb.runtime_dir.join("web/vm/qemu.pid").exists()
             && !sb.runtime_dir.join("web/launch.json").exists(),

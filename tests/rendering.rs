@@ -86,7 +86,8 @@ fn user_mode_tcg_ports() {
     let paths = VmPaths::new(&roots(), "api");
     let argv = qemu::argv(&v, &paths, &Boot::Disk(paths.image_dir().join("disk.img")));
     compare("user-tcg-ports.args", &argv_text(&argv));
-    let ops = serde_json::to_string_pretty(&opsconfig::render(&v, &["bin".to_owned()])).unwrap() + "\n";
+    let ops =
+        serde_json::to_string_pretty(&opsconfig::render(&v, &["bin".to_owned()])).unwrap() + "\n";
     compare("user-tcg-ports.ops.json", &ops);
 }
 

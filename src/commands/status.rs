@@ -137,7 +137,10 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
                 .unwrap_or("-"),
         );
         if let Some(r) = &s.stale {
-            println!("  stale runtime files (not removed; `mcp-unikernel cleanup {}` removes them): {r}", s.name);
+            println!(
+                "  stale runtime files (not removed; `mcp-unikernel cleanup {}` removes them): {r}",
+                s.name
+            );
         }
         if let Some(e) = &s.config_error {
             println!("  config: {e}");

@@ -6,7 +6,9 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::{invalid, BridgeNet, Config, ConfigError, NetMode, Protocol, ResolvedNet, ResolvedPort};
+use super::{
+    invalid, BridgeNet, Config, ConfigError, NetMode, Protocol, ResolvedNet, ResolvedPort,
+};
 use crate::derive;
 
 /// TAP names: `^[a-z0-9][a-z0-9-]{0,14}$` (no `,` `=` or anything else that
@@ -266,13 +268,28 @@ mod tests {
 
     #[test]
     fn interface_names_that_would_reach_qemu_options_are_refused() {
-        for tap in ["a,vhost=on", "Web", "-web", "tap web", "tap=x", "t\u{e9}p", ""] {
+        for tap in [
+            "a,vhost=on",
+            "Web",
+            "-web",
+            "tap web",
+            "tap=x",
+            "t\u{e9}p",
+            "",
+        ] {
             assert!(check_tap_name(tap).is_err(), "{tap:?} accepted");
         }
         for ok in ["mcp-web", "tap0", "a"] {
             check_tap_name(ok).unwrap();
         }
-        for br in ["br@mcp", "br+mcp", "br,x", "br.0", "_br", "a-very-long-bridge"] {
+        for br in [
+            "br@mcp",
+            "br+mcp",
+            "br,x",
+            "br.0",
+            "_br",
+            "a-very-long-bridge",
+        ] {
             assert!(check_bridge_name(br).is_err(), "{br:?} accepted");
         }
         for ok in ["mcp-br0", "Br_0", "virbr1"] {

@@ -115,7 +115,12 @@ pub(super) fn check(p: &Path, extra: &Value) -> Result<Map<String, Value>, Confi
             }),
             Kind::Passthrough => {
                 let Value::Object(pt) = value else {
-                    return Err(invalid(p, &field, &value.to_string(), "must be a JSON object"));
+                    return Err(invalid(
+                        p,
+                        &field,
+                        &value.to_string(),
+                        "must be a JSON object",
+                    ));
                 };
                 for (k, v) in pt {
                     if !PASSTHROUGH.contains(&k.as_str()) {
@@ -161,15 +166,30 @@ mod tests {
     #[test]
     fn only_allowlisted_keys_pass_in_any_case() {
         for (extra, field) in [
-            (serde_json::json!({"program": "/bin/evil"}), "ops_extra.program"),
-            (serde_json::json!({"TargetRoot": "/"}), "ops_extra.TargetRoot"),
+            (
+                serde_json::json!({"program": "/bin/evil"}),
+                "ops_extra.program",
+            ),
+            (
+                serde_json::json!({"TargetRoot": "/"}),
+                "ops_extra.TargetRoot",
+            ),
             (
                 serde_json::json!({"LocalFilesParentDirectory": "/"}),
                 "ops_extra.LocalFilesParentDirectory",
             ),
-            (serde_json::json!({"BuildDir": "/tmp"}), "ops_extra.BuildDir"),
-            (serde_json::json!({"ProgramPath": "/x"}), "ops_extra.ProgramPath"),
-            (serde_json::json!({"Mounts": {"a": "/"}}), "ops_extra.Mounts"),
+            (
+                serde_json::json!({"BuildDir": "/tmp"}),
+                "ops_extra.BuildDir",
+            ),
+            (
+                serde_json::json!({"ProgramPath": "/x"}),
+                "ops_extra.ProgramPath",
+            ),
+            (
+                serde_json::json!({"Mounts": {"a": "/"}}),
+                "ops_extra.Mounts",
+            ),
             (
                 serde_json::json!({"RunConfig": {"ImageName": "/etc/x"}}),
                 "ops_extra.RunConfig",
@@ -186,8 +206,14 @@ mod tests {
                 serde_json::json!({"manifestpassthrough": {"telnet_mgmt": "t"}}),
                 "ops_extra.manifestpassthrough.telnet_mgmt",
             ),
-            (serde_json::json!({"Debugflags": ["a b"]}), "ops_extra.Debugflags"),
-            (serde_json::json!({"BaseVolumeSz": "1x"}), "ops_extra.BaseVolumeSz"),
+            (
+                serde_json::json!({"Debugflags": ["a b"]}),
+                "ops_extra.Debugflags",
+            ),
+            (
+                serde_json::json!({"BaseVolumeSz": "1x"}),
+                "ops_extra.BaseVolumeSz",
+            ),
         ] {
             let mut j = base();
             j["ops_extra"] = extra.clone();

@@ -138,8 +138,8 @@ fn check_command(p: &Path, field: &str, cmd: &str) -> Result<(), ConfigError> {
 fn check_program(p: &Path, prog: &Path) -> Result<(), ConfigError> {
     let shown = prog.display().to_string();
     check_abs_clean(p, "program", prog)?;
-    let meta =
-        fs::metadata(prog).map_err(|e| invalid(p, "program", &shown, &format!("cannot stat: {e}")))?;
+    let meta = fs::metadata(prog)
+        .map_err(|e| invalid(p, "program", &shown, &format!("cannot stat: {e}")))?;
     if !meta.is_file() {
         return Err(invalid(p, "program", &shown, "not a regular file"));
     }
@@ -157,10 +157,7 @@ pub(super) fn validate(path: &Path, config: Config) -> Result<Validated, ConfigE
             p,
             "schema_version",
             &config.schema_version.to_string(),
-            &format!(
-                "this helper reads schema version {}",
-                super::SCHEMA_VERSION
-            ),
+            &format!("this helper reads schema version {}", super::SCHEMA_VERSION),
         ));
     }
     check_name(p, "name", &config.name)?;
@@ -353,12 +350,18 @@ mod tests {
                 value.into()
             };
             let e = parse(&j.to_string()).unwrap_err().to_string();
-            assert!(e.contains(field) && e.contains(want), "{field}={value}: {e}");
+            assert!(
+                e.contains(field) && e.contains(want),
+                "{field}={value}: {e}"
+            );
         }
         let mut j = base();
         j["volumes"] = serde_json::json!([{"source": "/tmp", "target": "/srv/a\nb"}]);
         let e = parse(&j.to_string()).unwrap_err().to_string();
-        assert!(e.contains("volumes[0].target") && e.contains("control"), "{e}");
+        assert!(
+            e.contains("volumes[0].target") && e.contains("control"),
+            "{e}"
+        );
         j["volumes"] = serde_json::json!([{"source": "/tmp", "target": "/.mcp-unikernel/x"}]);
         let e = parse(&j.to_string()).unwrap_err().to_string();
         assert!(e.contains("reserved"), "{e}");

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod opsimage;
 pub mod vm;

@@ -263,7 +263,7 @@ impl Guest {
         match self {
             Guest::Standin(g) => {
                 cfg["program"] = serde_json::json!(g.file_server);
-                cfg["direct_boot"] = serde_json::json!({ "kernel": g.kernel, "initrd": g.initrd, "append": "quiet" });
+                cfg["direct_boot"] = serde_json::json!({ "kernel": g.kernel, "initrd": g.initrd, "append": "quiet no_timer_check" });
             }
             Guest::Nanos {
                 dir,

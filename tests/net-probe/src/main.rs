@@ -1,8 +1,10 @@
-//! net-probe: a test guest for the isolation matrix. It listens for HTTP and
-//! answers `GET /connect/IP:PORT` by trying a TCP connection *from the guest*
-//! (1 s timeout): `open`, or `blocked: <error>`. Any other request gets
-//! `net-probe ready`. One request per connection; one log line per probe on
-//! stdout (the serial console).
+//! net-probe: a test guest for the isolation matrix and the attack tests. It
+//! listens for HTTP and answers `GET /connect/IP:PORT` by trying a TCP
+//! connection *from the guest* (1 s timeout): `open`, or `blocked: <error>`;
+//! `GET /write/PATH` writes a marker line to the guest file /PATH (`written`
+//! or `failed: <error>`); `GET /read/PATH` answers the file's content or
+//! `missing`. Any other request gets `net-probe ready`. One request per
+//! connection; one log line per probe on stdout (the serial console).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,13 +13,29 @@ use std::time::Duration;
 
 const USAGE: &str = "Usage: net-probe [--listen ADDR:PORT]   (default 0.0.0.0:8080)
 GET /connect/IP:PORT  -> 'open' or 'blocked: <error>' (TCP connect from here, 1 s timeout)
+GET /write/PATH       -> 'written' or 'failed: <error>' (writes a marker line to /PATH)
+GET /read/PATH        -> the content of /PATH, or 'missing'
 GET anything else     -> 'net-probe ready'
 ";
+
+pub const MARKER: &str = "written by the guest\n";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The answer for a request target.
 fn answer(target: &str) -> (u16, String) {
+    if let Some(path) = target.strip_prefix("/write/") {
+        return match std::fs::write(format!("/{path}"), MARKER) {
+            Ok(()) => (200, "written\n".into()),
+            Err(e) => (200, format!("failed: {e}\n")),
+        };
+    }
+    if let Some(path) = target.strip_prefix("/read/") {
+        return match std::fs::read_to_string(format!("/{path}")) {
+            Ok(s) => (200, s),
+            Err(_) => (200, "missing\n".into()),
+        };
+    }
     let Some(dest) = target.strip_prefix("/connect/") else {
         return (200, "net-probe ready\n".into());
     };
@@ -43,7 +61,10 @@ fn handle(stream: TcpStream) -> std::io::Result<()> {
         h.clear();
     }
     let (status, body) = answer(&target);
-    if target.starts_with("/connect/") {
+    if ["/connect/", "/write/", "/read/"]
+        .iter()
+        .any(|p| target.starts_with(p))
+    {
         println!("probe {target}: {}", body.trim());
     }
     let reason = if status == 200 { "OK" } else { "Bad Request" };
@@ -112,5 +133,17 @@ mod tests {
             .starts_with("blocked: "));
         assert_eq!(answer("/connect/nonsense").0, 400);
         assert_eq!(answer("/").1, "net-probe ready\n");
+    }
+
+    #[test]
+    fn write_then_read_a_guest_file() {
+        let dir = std::env::temp_dir().join(format!("net-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rel = dir.join("f").display().to_string();
+        let rel = rel.trim_start_matches('/');
+        assert_eq!(answer(&format!("/read/{rel}")).1, "missing\n");
+        assert_eq!(answer(&format!("/write/{rel}")).1, "written\n");
+        assert_eq!(answer(&format!("/read/{rel}")).1, super::MARKER);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
