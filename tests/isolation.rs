@@ -478,20 +478,33 @@ impl Lab {
             .collect();
         lab.servers = servers;
 
-        // vm1 knows the gateway's MAC statically, so the spoofed-source-IP cell
-        // sends IPv4 right away (it tests the IPv4 rule, not ARP).
-        let br_mac = lab
-            .host
-            .run(&["cat", &format!("/sys/class/net/{BRIDGE}/address")]);
-        lab.vm1.run(&[
+        // vm1 and rogue know the gateway's MAC statically, and the host knows
+        // rogue's, so the spoofed-source-IP cell and rogue's IP cells send IPv4
+        // right away: they test the IPv4 rules, not ARP (ARP has its own cells).
+        let br_mac = bridge_mac(&lab.host);
+        for ns in [&lab.vm1, &lab.rogue] {
+            ns.run(&[
+                "ip",
+                "neigh",
+                "replace",
+                GW,
+                "lladdr",
+                &br_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        lab.host.run(&[
             "ip",
             "neigh",
             "replace",
-            GW,
+            ROGUE.ip,
             "lladdr",
-            br_mac.trim(),
+            ROGUE.mac,
             "dev",
-            "eth0",
+            BRIDGE,
             "nud",
             "permanent",
         ]);
@@ -654,12 +667,7 @@ fn watch(
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
     let err = g.stderr_text();
-    verdict(
-        &format!("watch in {}", watcher.name),
-        st,
-        &(line + &rest),
-        &err,
-    )
+    verdict(&format!("watch in {}", watcher.name), st, &rest, &err)
 }
 
 /// A link-local frame (`kind` for PY_L2_SEND) from `ns`'s eth0 with `mac`.
@@ -677,34 +685,19 @@ fn cell(from: &str, to: &str, expected: Exp, (observed, detail): (Exp, String)) 
     }
 }
 
-/// Run `argv` in `ns` with `eth0` temporarily given `mac` and `ip` (and the
-/// gateway's MAC as a static neighbour, so IPv4 goes out without ARP), then
-/// restore eth0's own MAC.
+/// Run `f` with `ns`'s eth0 temporarily given `mac` and `ip`, then give
+/// eth0 back its own MAC (`own_mac`) and drop `ip`.
 fn as_other_identity<T>(
     ns: &NetNs,
     own_mac: &str,
     mac: &str,
     ip: &str,
-    gw_mac: &str,
     f: impl FnOnce() -> T,
 ) -> T {
     let cidr = format!("{ip}/24");
     ns.run(&["ip", "link", "set", "eth0", "address", mac]);
     ns.run(&["ip", "addr", "add", &cidr, "dev", "eth0"]);
-    ns.run(&[
-        "ip",
-        "neigh",
-        "replace",
-        GW,
-        "lladdr",
-        gw_mac,
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    ns.run(&["ip", "neigh", "del", GW, "dev", "eth0"]);
     ns.run(&["ip", "addr", "del", &cidr, "dev", "eth0"]);
     ns.run(&["ip", "link", "set", "eth0", "address", own_mac]);
     r.unwrap_or_else(|e| std::panic::resume_unwind(e))
@@ -977,7 +970,6 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
     // (the host's IP check accepts vm1's pair; only its TAP may carry it).
     // The host knows vm1's MAC already (as it would), so its SYN-ACK needs
     // no ARP and follows the bridge's learning to whichever port sent the SYN.
-    let br_mac = bridge_mac(&lab.host);
     lab.host.run(&[
         "ip",
         "neigh",
@@ -990,7 +982,7 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
         "nud",
         "permanent",
     ]);
-    let imp = as_other_identity(&lab.rogue, ROGUE.mac, VM1.mac, VM1.ip, &br_mac, || {
+    let imp = as_other_identity(&lab.rogue, ROGUE.mac, VM1.mac, VM1.ip, || {
         run_probes(vec![tcp(
             "rogue as vm1 (its MAC+IP)",
             &gw_allowed,
