@@ -266,7 +266,7 @@ fn nix_eval(expr: &str) -> Result<serde_json::Value, String> {
         .args(["--eval", "--strict", "--json", "--expr", expr])
         .env(
             "NIX_CONFIG",
-            "substituters =\nexperimental-features = nix-command flakes",
+            "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =",
         )
         .stdin(Stdio::null())
         .output()
