@@ -12,11 +12,20 @@
 //! are the ones the rules declare. `rogue` is a bridge port no VM declares.
 //! Every cell of the matrix is also run without the rules (and without the
 //! isolated flag), where it must pass: so a "blocked" cell can fail.
+//!
+//! Besides TCP/ICMP, the matrix has layer-2 cells: ARP asked from a VM
+//! namespace for the gateway and for the host's other addresses (a second
+//! address on the bridge, the address on `out0`), ARP the host itself sends
+//! naming another of its addresses, link-local multicast frames (LLDP, 802.1X,
+//! an STP BPDU) sent with raw sockets and looked for on the host (packet
+//! sockets for the frame's protocol, and the bridge's own STP root), and a
+//! bridge port no VM declares, also impersonating a VM's MAC and IPv4.
 
 mod common;
 
 use common::netns::{self, ChildGuard, NetNs};
 use common::vm;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,6 +40,8 @@ const OUTSIDE_HOST: &str = "192.168.77.1";
 const OUTSIDE: &str = "192.168.77.2";
 const SPOOF_IP: &str = "10.99.0.50";
 const SPOOF_MAC: &str = "02:00:00:00:00:99";
+/// A second host address on the bridge (not the gateway): ARP for it must go unanswered.
+const OTHER_BR_IP: &str = "10.99.0.200";
 
 struct VmDecl {
     name: &'static str,
@@ -115,6 +126,68 @@ frame = b"\xff" * 6 + mac + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01" + 
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((ifc, 0)); s.send(frame)
 "#;
 
+/// Ask IFACE's segment who has TARGET (ARP request from sender MAC/IP) and
+/// wait 1 s for the answer addressed to that MAC. Exit 0 answered, 1 not.
+const PY_ARP_ASK: &str = r#"
+import socket, sys, time
+ifc, sha, spa, tpa = sys.argv[1:5]
+mac = bytes.fromhex(sha.replace(":", ""))
+ip = socket.inet_aton
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)); s.bind((ifc, 0x0806))
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01" + mac + ip(spa) + b"\x00" * 6 + ip(tpa))
+end = time.time() + 1.0
+while time.time() < end:
+    s.settimeout(max(0.01, end - time.time()))
+    try: d = s.recv(2048)
+    except socket.timeout: break
+    if len(d) >= 42 and d[20:22] == b"\x00\x02" and d[28:32] == ip(tpa) and d[32:38] == mac:
+        print("answered by", d[22:28].hex(":")); sys.exit(0)
+print("no answer for", tpa, file=sys.stderr); sys.exit(1)
+"#;
+
+/// Send one link-local multicast frame on IFACE from MAC: `lldp` (LLDPDU to
+/// 01:80:c2:00:00:0e), `eapol` (802.1X EAPOL-Start to 01:80:c2:00:00:03) or
+/// `stp` (a configuration BPDU to 01:80:c2:00:00:00 claiming to be the root
+/// bridge with priority 0 and bridge MAC = MAC).
+const PY_L2_SEND: &str = r#"
+import socket, struct, sys
+ifc, kind, src = sys.argv[1:4]
+m = lambda s: bytes.fromhex(s.replace(":", ""))
+mac = m(src)
+if kind == "stp":
+    bid = struct.pack("!H", 0) + mac
+    bpdu = struct.pack("!HBBB", 0, 0, 0, 0) + bid + struct.pack("!I", 0) + bid + struct.pack("!HHHHH", 0x8001, 0, 20 * 256, 2 * 256, 15 * 256)
+    llc = b"\x42\x42\x03" + bpdu
+    frame = m("01:80:c2:00:00:00") + mac + struct.pack("!H", len(llc)) + llc
+elif kind == "lldp":
+    tlv = lambda t, v: struct.pack("!H", (t << 9) | len(v)) + v
+    frame = m("01:80:c2:00:00:0e") + mac + b"\x88\xcc" + tlv(1, b"\x04" + mac) + tlv(2, b"\x05eth0") + tlv(3, b"\x00\x78") + b"\x00\x00"
+elif kind == "eapol":
+    frame = m("01:80:c2:00:00:03") + mac + b"\x88\x8e" + b"\x01\x01\x00\x00"
+else:
+    sys.exit(3)
+frame += b"\0" * max(0, 60 - len(frame))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((ifc, 0)); s.send(frame)
+"#;
+
+/// A packet socket for ethertype PROTO on every interface of the namespace
+/// (as an L2 daemon opens one: LLDP, 802.1X, ARP), which is fed after the
+/// TAP's ingress and the bridge have had their say. Prints "ready", then
+/// exits 0 as soon as a frame whose bytes at OFFSET equal HEX arrives, 1
+/// after SECS without one.
+const PY_WATCH: &str = r#"
+import socket, sys, time
+proto, off, want, secs = int(sys.argv[1], 16), int(sys.argv[2]), bytes.fromhex(sys.argv[3].replace(":", "")), float(sys.argv[4])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+print("ready", flush=True); end = time.time() + secs
+while time.time() < end:
+    s.settimeout(max(0.01, end - time.time()))
+    try: d, a = s.recvfrom(4096)
+    except socket.timeout: break
+    if d[off:off + len(want)] == want: print("seen on", a[0]); sys.exit(0)
+print("not seen", file=sys.stderr); sys.exit(1)
+"#;
+
 const PY_SERVER: &str = r#"
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -162,6 +235,11 @@ fn nix_list(items: &[String]) -> String {
 }
 
 fn nix_expr(vms: &[&VmDecl], tcp: &[u32], udp: &[u32]) -> String {
+    nix_expr_with(vms, tcp, udp, "")
+}
+
+/// As `nix_expr`, with `extra` (e.g. `tapIngressHooks = false;`) added to the arguments.
+fn nix_expr_with(vms: &[&VmDecl], tcp: &[u32], udp: &[u32], extra: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("nixos/lib/nftables.nix");
     let vms: Vec<String> = vms
         .iter()
@@ -174,7 +252,7 @@ fn nix_expr(vms: &[&VmDecl], tcp: &[u32], udp: &[u32]) -> String {
         .collect();
     let ports = |ps: &[u32]| nix_list(&ps.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     format!(
-        r#"import {} {{ bridge = "{BRIDGE}"; gateway = "{GW}"; prefixLength = 24; allowedTCPPorts = {}; allowedUDPPorts = {}; vms = {}; }}"#,
+        r#"import {} {{ bridge = "{BRIDGE}"; gateway = "{GW}"; prefixLength = 24; allowedTCPPorts = {}; allowedUDPPorts = {}; vms = {}; {extra} }}"#,
         path.display(),
         ports(tcp),
         ports(udp),
@@ -188,7 +266,7 @@ fn nix_eval(expr: &str) -> Result<serde_json::Value, String> {
         .args(["--eval", "--strict", "--json", "--expr", expr])
         .env(
             "NIX_CONFIG",
-            "substituters =\nexperimental-features = nix-command flakes",
+            "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =",
         )
         .stdin(Stdio::null())
         .output()
@@ -199,10 +277,21 @@ fn nix_eval(expr: &str) -> Result<serde_json::Value, String> {
     Ok(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
 }
 
+/// One string output (`ruleset`, `removal`) of the function for EXPR.
+fn nix_text(expr: &str, output: &str) -> String {
+    let v = nix_eval(&format!("({expr}).{output}")).unwrap_or_else(|e| panic!("nix eval: {e}"));
+    v.as_str()
+        .unwrap_or_else(|| panic!("{output} is a string"))
+        .to_owned()
+}
+
 fn ruleset(vms: &[&VmDecl], tcp: &[u32], udp: &[u32]) -> String {
-    let v = nix_eval(&format!("({}).ruleset", nix_expr(vms, tcp, udp)))
-        .unwrap_or_else(|e| panic!("nix eval: {e}"));
-    v.as_str().expect("ruleset is a string").to_owned()
+    nix_text(&nix_expr(vms, tcp, udp), "ruleset")
+}
+
+/// The `removal` text (deletes every table of ours, harmless when absent).
+fn removal() -> String {
+    nix_text(&nix_expr(&[], &[], &[]), "removal")
 }
 
 static FILE_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -320,6 +409,16 @@ impl Lab {
         let h = &lab.host;
         h.run(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
         h.run(&["ip", "addr", "add", &format!("{GW}/24"), "dev", BRIDGE]);
+        // Another host address on the bridge, for the ARP cells (the gateway
+        // stays the primary address, so the host's own traffic uses it).
+        h.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OTHER_BR_IP}/24"),
+            "dev",
+            BRIDGE,
+        ]);
         h.run(&["ip", "link", "set", BRIDGE, "up"]);
         h.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         for (ns, decl, iso) in [
@@ -379,20 +478,33 @@ impl Lab {
             .collect();
         lab.servers = servers;
 
-        // vm1 knows the gateway's MAC statically, so the spoofed-source-IP cell
-        // sends IPv4 right away (it tests the IPv4 rule, not ARP).
-        let br_mac = lab
-            .host
-            .run(&["cat", &format!("/sys/class/net/{BRIDGE}/address")]);
-        lab.vm1.run(&[
+        // vm1 and rogue know the gateway's MAC statically, and the host knows
+        // rogue's, so the spoofed-source-IP cell and rogue's IP cells send IPv4
+        // right away: they test the IPv4 rules, not ARP (ARP has its own cells).
+        let br_mac = bridge_mac(&lab.host);
+        for ns in [&lab.vm1, &lab.rogue] {
+            ns.run(&[
+                "ip",
+                "neigh",
+                "replace",
+                GW,
+                "lladdr",
+                &br_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        lab.host.run(&[
             "ip",
             "neigh",
             "replace",
-            GW,
+            ROGUE.ip,
             "lladdr",
-            br_mac.trim(),
+            ROGUE.mac,
             "dev",
-            "eth0",
+            BRIDGE,
             "nud",
             "permanent",
         ]);
@@ -489,6 +601,112 @@ fn run_probes(cells: Vec<(String, String, Exp, Probe)>) -> Vec<Cell> {
             }
         })
         .collect()
+}
+
+/// Exit 0 → open, 1 → blocked; anything else is a broken probe (panic).
+fn verdict(what: &str, st: std::process::ExitStatus, out: &str, err: &str) -> (Exp, String) {
+    match st.code() {
+        Some(0) => (Exp::Open, out.trim().to_owned()),
+        Some(1) => (Exp::Blocked, err.trim().to_owned()),
+        _ => panic!("probe {what} failed to run ({st}): {out} {err}"),
+    }
+}
+
+/// ARP request from `ns`'s eth0 (sender MAC/IP as given) for `target`:
+/// open when an answer comes back within 1 s.
+fn arp_ask(ns: &NetNs, sha: &str, spa: &str, target: &str) -> (Exp, String) {
+    let out = ns.try_run(&["python3", "-c", &py(PY_ARP_ASK), "eth0", sha, spa, target]);
+    verdict(
+        &format!("ARP ask from {} for {target}", ns.name),
+        out.status,
+        &String::from_utf8_lossy(&out.stdout),
+        &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Start a PY_WATCH listener in `watcher` (ethertype `proto`, bytes `hex` at
+/// `offset`, for `secs`), run `action` once it listens, and report whether
+/// the listener saw such a frame.
+fn watch(
+    watcher: &NetNs,
+    proto: &str,
+    offset: usize,
+    hex: &str,
+    secs: f64,
+    action: impl FnOnce(),
+) -> (Exp, String) {
+    let mut child = watcher
+        .cmd("python3")
+        .args([
+            "-c",
+            &py(PY_WATCH),
+            proto,
+            &offset.to_string(),
+            hex,
+            &secs.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watcher");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut g = ChildGuard::new(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    if line.trim() != "ready" {
+        let st = g.wait();
+        panic!(
+            "watcher in {} did not start ({st}): {line} {}",
+            watcher.name,
+            g.stderr_text()
+        );
+    }
+    action();
+    let st = g.wait();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    let err = g.stderr_text();
+    verdict(&format!("watch in {}", watcher.name), st, &rest, &err)
+}
+
+/// A link-local frame (`kind` for PY_L2_SEND) from `ns`'s eth0 with `mac`.
+fn l2_send(ns: &NetNs, kind: &str, mac: &str) {
+    ns.run(&["python3", "-c", &py(PY_L2_SEND), "eth0", kind, mac]);
+}
+
+fn cell(from: &str, to: &str, expected: Exp, (observed, detail): (Exp, String)) -> Cell {
+    Cell {
+        from: from.into(),
+        to: to.into(),
+        expected,
+        observed,
+        detail,
+    }
+}
+
+/// Run `f` with `ns`'s eth0 temporarily given `mac` and `ip`, then give
+/// eth0 back its own MAC (`own_mac`) and drop `ip`.
+fn as_other_identity<T>(
+    ns: &NetNs,
+    own_mac: &str,
+    mac: &str,
+    ip: &str,
+    f: impl FnOnce() -> T,
+) -> T {
+    let cidr = format!("{ip}/24");
+    ns.run(&["ip", "link", "set", "eth0", "address", mac]);
+    ns.run(&["ip", "addr", "add", &cidr, "dev", "eth0"]);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    ns.run(&["ip", "addr", "del", &cidr, "dev", "eth0"]);
+    ns.run(&["ip", "link", "set", "eth0", "address", own_mac]);
+    r.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn bridge_mac(host: &NetNs) -> String {
+    host.run(&["cat", &format!("/sys/class/net/{BRIDGE}/address")])
+        .trim()
+        .to_owned()
 }
 
 fn tcp<'a>(
@@ -650,6 +868,88 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
         detail: format!("host neigh: {:?}", neigh.trim()),
     });
 
+    // Undeclared port impersonating vm1 (vm1's MAC and IPv4 in the ARP
+    // request): a VM's MAC is accepted on its own TAP only. (Without rules
+    // this teaches the bridge vm1's MAC on rogue0; vm1's own ARP cells
+    // right after re-teach it.)
+    cells.push(cell(
+        "rogue ARP as vm1 (its MAC+IP)",
+        &format!("gateway {GW} answers"),
+        Blocked,
+        arp_ask(&lab.rogue, VM1.mac, VM1.ip, GW),
+    ));
+    cells.push(cell(
+        "rogue (undeclared port) ARP",
+        &format!("gateway {GW} answers"),
+        Blocked,
+        arp_ask(&lab.rogue, ROGUE.mac, ROGUE.ip, GW),
+    ));
+    // ARP from a VM: answered for the gateway, for no other host address.
+    cells.push(cell(
+        "vm1 ARP",
+        &format!("gateway {GW} answers"),
+        Open,
+        arp_ask(&lab.vm1, VM1.mac, VM1.ip, GW),
+    ));
+    cells.push(cell(
+        "vm1 ARP",
+        &format!("host {OTHER_BR_IP} (bridge, not gw) answers"),
+        Blocked,
+        arp_ask(&lab.vm1, VM1.mac, VM1.ip, OTHER_BR_IP),
+    ));
+    cells.push(cell(
+        "vm1 ARP",
+        &format!("host {OUTSIDE_HOST} (out0) answers"),
+        Blocked,
+        arp_ask(&lab.vm1, VM1.mac, VM1.ip, OUTSIDE_HOST),
+    ));
+
+    // ARP the host sends: a connection from another host address makes the
+    // kernel ask for vm1 with that address as the sender (arp_announce=0).
+    // Observed in vm1: an ARP frame whose sender IP (offset 28) is it.
+    let out0_hex: String = OUTSIDE_HOST
+        .split('.')
+        .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+        .collect();
+    lab.host.run(&["ip", "neigh", "flush", "dev", BRIDGE]);
+    cells.push(cell(
+        &format!("host ARP naming {OUTSIDE_HOST}"),
+        "seen by vm1",
+        Blocked,
+        watch(&lab.vm1, "0806", 28, &out0_hex, 1.5, || {
+            lab.host.try_run(&[
+                "python3",
+                "-c",
+                &py(PY_CONNECT),
+                VM1.ip,
+                &SRV.to_string(),
+                OUTSIDE_HOST,
+            ]);
+        }),
+    ));
+
+    // Link-local multicast from a VM, looked for on the host by a packet
+    // socket for the frame's ethertype (what an LLDP or 802.1X daemon uses):
+    // LLDP is consumed by the bridge as link-local (no bridge hook sees it),
+    // EAPOL goes through the bridge's input hook.
+    let vm1_mac_hex = VM1.mac.replace(':', "");
+    cells.push(cell(
+        "vm1 LLDP (01:80:c2:00:00:0e)",
+        "host LLDP socket",
+        Blocked,
+        watch(&lab.host, "88cc", 6, &vm1_mac_hex, 1.0, || {
+            l2_send(&lab.vm1, "lldp", VM1.mac)
+        }),
+    ));
+    cells.push(cell(
+        "vm1 802.1X EAPOL (01:80:c2:00:00:03)",
+        "host 802.1X socket",
+        Blocked,
+        watch(&lab.host, "888e", 6, &vm1_mac_hex, 1.0, || {
+            l2_send(&lab.vm1, "eapol", VM1.mac)
+        }),
+    ));
+
     // MAC spoofing: vm1 changes its MAC; the host must re-learn it by ARP.
     lab.vm1
         .run(&["ip", "link", "set", "eth0", "address", SPOOF_MAC]);
@@ -665,6 +965,72 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
     )]));
     lab.vm1
         .run(&["ip", "link", "set", "eth0", "address", VM1.mac]);
+
+    // Undeclared port taking vm1's MAC and IPv4 for TCP to the gateway
+    // (the host's IP check accepts vm1's pair; only its TAP may carry it).
+    // The host knows vm1's MAC already (as it would), so its SYN-ACK needs
+    // no ARP and follows the bridge's learning to whichever port sent the SYN.
+    lab.host.run(&[
+        "ip",
+        "neigh",
+        "replace",
+        VM1.ip,
+        "lladdr",
+        VM1.mac,
+        "dev",
+        BRIDGE,
+        "nud",
+        "permanent",
+    ]);
+    let imp = as_other_identity(&lab.rogue, ROGUE.mac, VM1.mac, VM1.ip, || {
+        run_probes(vec![tcp(
+            "rogue as vm1 (its MAC+IP)",
+            &gw_allowed,
+            Blocked,
+            &lab.rogue,
+            GW,
+            ALLOWED_TCP,
+            Some(VM1.ip),
+        )])
+    });
+    lab.host.run(&["ip", "neigh", "del", VM1.ip, "dev", BRIDGE]);
+    cells.extend(imp);
+
+    // STP, last (it turns the host bridge's STP on): a BPDU from vm1 claiming
+    // to be the root bridge. Observed "open" when the host bridge took vm1 as
+    // its root (the kernel's STP consumed the BPDU).
+    let root_file = format!("/sys/class/net/{BRIDGE}/bridge/root_id");
+    lab.host.run(&[
+        "ip",
+        "link",
+        "set",
+        BRIDGE,
+        "type",
+        "bridge",
+        "stp_state",
+        "1",
+    ]);
+    let claimed = format!("0000.{vm1_mac_hex}");
+    l2_send(&lab.vm1, "stp", VM1.mac);
+    std::thread::sleep(Duration::from_millis(300));
+    let root = lab.host.run(&["cat", &root_file]).trim().to_owned();
+    lab.host.run(&[
+        "ip",
+        "link",
+        "set",
+        BRIDGE,
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+    ]);
+    cells.push(Cell {
+        from: "vm1 STP BPDU (01:80:c2:00:00:00)".into(),
+        to: "host bridge STP root".into(),
+        expected: Blocked,
+        observed: if root == claimed { Open } else { Blocked },
+        detail: format!("root_id {root} (vm1 claimed {claimed})"),
+    });
     cells
 }
 
@@ -678,7 +1044,7 @@ fn show(e: Exp) -> &'static str {
 fn print_matrix(title: &str, cells: &[Cell], expect_all_open: bool) {
     println!("== {title}");
     println!(
-        "{:<28} {:<36} {:<9} {:<9}",
+        "{:<36} {:<44} {:<9} {:<9}",
         "from", "to", "expected", "observed"
     );
     for c in cells {
@@ -689,7 +1055,7 @@ fn print_matrix(title: &str, cells: &[Cell], expect_all_open: bool) {
         };
         let mark = if exp == c.observed { "ok" } else { "MISMATCH" };
         println!(
-            "{:<28} {:<36} {:<9} {:<9} {mark} {}",
+            "{:<36} {:<44} {:<9} {:<9} {mark} {}",
             c.from,
             c.to,
             show(exp),
@@ -773,10 +1139,27 @@ fn probes_are_real_without_rules() {
     assert_cells(&cells, true);
 }
 
-/// The generated text is accepted by nft, for 3 VMs and for none: checked
-/// with `nft -c` and also loaded (twice: reloading replaces the tables) in a
-/// throwaway namespace, since `-c` does not ask the kernel about every
-/// expression.
+/// Our tables (family, name) as `nft list tables` prints them.
+const TABLES: [(&str, &str); 4] = [
+    ("bridge", "mcp-unikernel"),
+    ("inet", "mcp-unikernel-host"),
+    ("arp", "mcp-unikernel-arp"),
+    ("netdev", "mcp-unikernel-taps"),
+];
+
+fn listed_tables(ns: &NetNs) -> Vec<String> {
+    ns.run(&["nft", "list", "tables"])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The generated text is accepted by nft, for 3 VMs and for none, with and
+/// without the TAP ingress table: checked with `nft -c` and also loaded
+/// (twice: reloading replaces the tables) in a throwaway namespace, since
+/// `-c` does not ask the kernel about every expression. `removal` deletes
+/// exactly our tables, leaves others alone, and loads when they are absent.
 #[test]
 fn ruleset_parses() {
     if !prerequisites("ruleset_parses") {
@@ -788,22 +1171,41 @@ fn ruleset_parses() {
         ip: "10.99.0.254",
         mac: "02:12:34:56:78:9a",
     };
-    for (label, vms, tcp, udp) in [
-        ("3 VMs", vec![&VM1, &VM2, &vm3], vec![80, 443], vec![53]),
-        ("0 VMs", vec![], vec![], vec![]),
+    let removal = removal();
+    let rm = TempFile::new(&removal);
+    for (label, vms, tcp, udp, extra) in [
+        ("3 VMs", vec![&VM1, &VM2, &vm3], vec![80, 443], vec![53], ""),
+        (
+            "3 VMs, tapIngressHooks = false",
+            vec![&VM1, &VM2, &vm3],
+            vec![80],
+            vec![],
+            "tapIngressHooks = false;",
+        ),
+        ("0 VMs", vec![], vec![], vec![], ""),
     ] {
-        let text = ruleset(&vms, &tcp, &udp);
+        let expr = nix_expr_with(&vms, &tcp, &udp, extra);
+        let text = nix_text(&expr, "ruleset");
+        let with_taps = !vms.is_empty() && extra.is_empty();
+        let expected: Vec<String> = TABLES
+            .iter()
+            .filter(|(f, _)| *f != "netdev" || with_taps)
+            .map(|(f, n)| format!("table {f} {n}"))
+            .collect();
         let f = TempFile::new(&text);
         let ns = NetNs::new("nftchk");
+        // Removal first: harmless with none of our tables present.
+        ns.run(&["nft", "-f", rm.path()]);
+        ns.run(&["nft", "add", "table", "inet", "someone-else"]);
         ns.run(&["nft", "-c", "-f", f.path()]);
         ns.run(&["nft", "-f", f.path()]);
         ns.run(&["nft", "-f", f.path()]);
-        let listed = ns.run(&["nft", "list", "tables"]);
-        assert!(
-            listed.contains("table bridge mcp-unikernel\n")
-                && listed.contains("table inet mcp-unikernel-host"),
-            "{label}: tables after load: {listed}"
-        );
+        let mut listed = listed_tables(&ns);
+        listed.sort();
+        let mut want = expected.clone();
+        want.push("table inet someone-else".into());
+        want.sort();
+        assert_eq!(listed, want, "{label}: tables after load");
         for v in &vms {
             assert!(
                 text.contains(&format!("iifname \"{}\" jump vm-{}", v.tap, v.name)),
@@ -811,11 +1213,23 @@ fn ruleset_parses() {
                 v.name
             );
         }
+        assert!(
+            !text.contains("meta mark") && !text.contains("mark set"),
+            "{label}: the rules touch the packet mark"
+        );
         // The per-table split the NixOS module uses holds the same chains.
-        let tables = nix_eval(&format!("({}).tables", nix_expr(&vms, &tcp, &udp))).unwrap();
-        assert_eq!(tables["mcp-unikernel"]["family"], "bridge");
-        assert_eq!(tables["mcp-unikernel-host"]["family"], "inet");
-        for t in ["mcp-unikernel", "mcp-unikernel-host"] {
+        let tables = nix_eval(&format!("({expr}).tables")).unwrap();
+        let mut names: Vec<String> = tables
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(n, t)| format!("table {} {n}", t["family"].as_str().unwrap()))
+            .collect();
+        names.sort();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "{label}: tables output");
+        for (_, t) in TABLES.iter().filter(|(f, _)| *f != "netdev" || with_taps) {
             let content = tables[t]["content"].as_str().unwrap();
             let first = content.lines().next().unwrap();
             assert!(
@@ -823,11 +1237,34 @@ fn ruleset_parses() {
                 "{label}: {t} content not in ruleset"
             );
         }
+        // Removal deletes ours, keeps the other table, and runs again cleanly.
+        ns.run(&["nft", "-f", rm.path()]);
+        assert_eq!(
+            listed_tables(&ns),
+            vec!["table inet someone-else".to_owned()],
+            "{label}: after removal"
+        );
+        ns.run(&["nft", "-f", rm.path()]);
         println!(
-            "ruleset_parses: {label}: ok ({} lines)",
-            text.lines().count()
+            "ruleset_parses: {label}: ok ({} lines, tables: {})",
+            text.lines().count(),
+            expected.join(", ")
         );
     }
+    // A ruleset without the TAP table also deletes one left by a previous load.
+    let ns = NetNs::new("nftchk");
+    let with = TempFile::new(&ruleset(&[&VM1], &[], &[]));
+    let without = TempFile::new(&nix_text(
+        &nix_expr_with(&[&VM1], &[], &[], "tapIngressHooks = false;"),
+        "ruleset",
+    ));
+    ns.run(&["nft", "-f", with.path()]);
+    ns.run(&["nft", "-f", without.path()]);
+    assert!(
+        !listed_tables(&ns).contains(&"table netdev mcp-unikernel-taps".to_owned()),
+        "TAP table left behind: {:?}",
+        listed_tables(&ns)
+    );
 }
 
 /// Bad values are rejected at evaluation, naming the offending value.
@@ -872,6 +1309,12 @@ fn nix_rejects_bad_values() {
     let err =
         nix_eval(&format!("({}).ruleset", nix_expr(&[&VM1], &[70000], &[]))).expect_err("port");
     assert!(err.contains("70000"), "{err}");
+    let err = nix_eval(&format!(
+        "({}).ruleset",
+        nix_expr_with(&[&VM1], &[], &[], r#"tapIngressHooks = "yes";"#)
+    ))
+    .expect_err("tapIngressHooks");
+    assert!(err.contains("tapIngressHooks"), "{err}");
 }
 
 // ---------------------------------------------------------------- real Nanos guests
@@ -1104,8 +1547,13 @@ fn isolation_matrix_nanos_guests() {
     let with_rules = std::panic::catch_unwind(|| assert_cells(&cells, false));
 
     // Control: no tables, ports not isolated: every cell must open.
-    host.run(&["nft", "delete", "table", "bridge", "mcp-unikernel"]);
-    host.run(&["nft", "delete", "table", "inet", "mcp-unikernel-host"]);
+    let rm = TempFile::new(&removal());
+    host.run(&["nft", "-f", rm.path()]);
+    assert!(
+        listed_tables(&host).is_empty(),
+        "tables left after removal: {:?}",
+        listed_tables(&host)
+    );
     for d in [&n1, &n2] {
         host.run(&[
             "ip",

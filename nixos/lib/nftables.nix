@@ -5,23 +5,41 @@
 #     bridge = "mcp-br0"; gateway = "10.99.0.1"; prefixLength = 24;
 #     allowedTCPPorts = [ 443 ]; allowedUDPPorts = [ ];
 #     vms = [ { name = "mcat"; tap = "mcp-mcat"; ip = "10.99.0.2"; mac = "02:aa:bb:cc:dd:ee"; } ];
+#     tapIngressHooks = true;   # optional, default true (needs Linux >= 6.16, see below)
 #   }
 #   => {
-#        ruleset = "<text for `nft -f`: both tables, replaced atomically>";
+#        ruleset = "<text for `nft -f`: all our tables, replaced atomically>";
+#        removal = "<text for `nft -f`: deletes all our tables; harmless when absent>";
 #        tables = {
 #          "mcp-unikernel"      = { family = "bridge"; content = "<chains only>"; };
 #          "mcp-unikernel-host" = { family = "inet";   content = "<chains only>"; };
+#          "mcp-unikernel-arp"  = { family = "arp";    content = "<chains only>"; };
+#          "mcp-unikernel-taps" = { family = "netdev"; content = "<chains only>"; };  # see tapIngressHooks
 #        };
 #      }
 #
 # Policy (docs/firewall.md): no NAT, no uplink. A VM may reach only the gateway
-# (the host's bridge address) on the allowed ports, ICMP echo and ARP; nothing
-# is forwarded to or from the bridge; VM-to-VM frames are dropped; each VM's
-# TAP must carry that VM's MAC/IPv4 (anti-spoofing); IP traffic to the host
-# from bridge ports that are not declared TAPs is dropped (the kernel here has
-# no `meta ibrname`, so this uses a packet mark set by the per-VM chains);
-# IPv6 from VMs is dropped. The host's
-# own traffic to the VMs is not restricted.
+# (the host's bridge address) on the allowed ports, ICMP echo and ARP for the
+# gateway; nothing is forwarded to or from the bridge; VM-to-VM frames are
+# dropped; each VM's TAP must carry that VM's MAC/IPv4 (anti-spoofing) and a
+# VM's MAC is accepted on no other bridge port; IPv6 from VMs is dropped.
+# The host answers ARP on the bridge only for the gateway and sends no ARP on
+# it naming another of its addresses. Link-local multicast frames
+# (01:80:c2:00:00:0x: STP, LLDP, 802.1X, pause...) from VM TAPs are dropped
+# at the TAP's ingress, before the bridge or any L2 protocol handler sees them.
+# IP and ARP reaching the host through the bridge must come from a declared
+# VM (its MAC and IPv4 together), which drops frames of bridge ports that are
+# not declared TAPs. No packet mark is set or read. The host's own traffic to
+# the VMs is not restricted.
+#
+# tapIngressHooks: the link-local drop is a netdev-family ingress chain bound
+# to the TAP names. Linux >= 6.16 accepts such a chain while the TAPs do not
+# exist yet and hooks each TAP when it appears (measured on 6.18: also after
+# a TAP is deleted and created again); older kernels refuse to load it
+# (ENOENT). With tapIngressHooks = false that table is left out; the bridge
+# table still drops the link-local frames that pass its hooks, but LLDP
+# (01:80:c2:00:00:0e) and, with STP on, BPDUs (01:80:c2:00:00:00) then reach
+# the host's handlers on the TAP (docs/firewall.md).
 {
   bridge,
   gateway,
@@ -29,6 +47,7 @@
   allowedTCPPorts ? [ ],
   allowedUDPPorts ? [ ],
   vms,
+  tapIngressHooks ? true,
 }:
 let
   inherit (builtins) concatStringsSep concatMap map match length toString isInt isString isList filter all;
@@ -105,21 +124,32 @@ let
   indent = s: lines (map (l: if l == "" then "" else "  " + l) (filter isString (builtins.split "\n" s)));
   chain = name: body: "chain ${name} {\n${indent body}\n}";
 
-  # Set (OR-ed in) on IPv4 that passed a VM's anti-spoofing chain; required by
-  # the host table. Other bits of the packet mark are kept.
-  markBit = "0x00004d00";
+  ingress = if builtins.isBool tapIngressHooks then tapIngressHooks else fail "tapIngressHooks (bool)" tapIngressHooks;
+
+  braces = xs: "{ ${concatStringsSep ", " xs} }";
+  taps = braces (map (v: q v.tap) vmList);
+  # A declared VM's link-layer and IPv4 address together.
+  pairs = braces (map (v: "${v.mac} . ${v.ip}") vmList);
+
+  # Destination 01:80:c2:00:00:00 .. 01:80:c2:00:00:0f (IEEE 802.1D reserved
+  # group addresses: STP, pause, LACP, 802.1X, LLDP...).
+  linkLocal = "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00";
 
   # ---- bridge family: layer 2, per bridge port ----
+  # Hooks of the bridge family see the ports of every bridge on the host and,
+  # without CONFIG_NFT_BRIDGE_META (`meta ibrname`), cannot tell which bridge
+  # a frame is on: rules here only name our TAPs and our VMs' MACs.
   bridgeTable = "mcp-unikernel";
 
   vmChain =
     vm:
     chain "vm-${vm.name}" ''
       # ${vm.name}: TAP ${vm.tap}, MAC ${vm.mac}, IPv4 ${vm.ip}
+      ${linkLocal} counter drop comment "link-local multicast"
       ether saddr != ${vm.mac} counter drop comment "spoofed MAC"
-      ether type arp arp htype 1 arp ptype ip arp saddr ether ${vm.mac} arp saddr ip ${vm.ip} accept comment "ARP as itself"
-      ether type arp counter drop comment "ARP with a foreign sender"
-      ether type ip ip saddr ${vm.ip} meta mark set meta mark or ${markBit} accept comment "IPv4 from its own address"
+      ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether ${vm.mac} arp saddr ip ${vm.ip} arp daddr ip ${gw} accept comment "ARP as itself, with the gateway"
+      ether type arp counter drop comment "ARP with a foreign sender or for another address"
+      ether type ip ip saddr ${vm.ip} accept comment "IPv4 from its own address"
       ether type ip counter drop comment "spoofed IPv4 source"
       counter drop comment "IPv6, VLAN and any other ethertype"'';
 
@@ -128,11 +158,27 @@ let
       (chain "prerouting" (lines (
         [
           "type filter hook prerouting priority filter; policy accept;"
-          "# Each declared VM TAP jumps to the chain checking that VM's addresses;"
-          "# what passes is marked (mark bits ${markBit}) so the host table can tell it"
-          "# from frames of bridge ports that are not declared TAPs."
+          "# Each declared VM TAP jumps to the chain checking that VM's addresses"
+          "# (each ends in accept or drop)."
         ]
         ++ map (vm: "iifname ${q vm.tap} jump vm-${vm.name}") vmList
+        ++ (if vmList == [ ] then [ ] else [
+          "# Any other port (of any bridge): a declared VM's MAC is bound to its TAP, so"
+          "# the host tables can trust a VM's MAC + IPv4 pair as coming from its TAP."
+          "ether saddr ${braces (map (v: v.mac) vmList)} counter drop comment \"a VM's MAC on another port\""
+        ])
+      )))
+      ""
+      (chain "input" (lines (
+        [
+          "type filter hook input priority filter; policy accept;"
+          "# Link-local frames the bridge hands to the host through this hook (it"
+          "# passes 01:80:c2:00:00:02-0d,0f here, not through prerouting). The TAP"
+          "# ingress chains (table netdev mcp-unikernel-taps) drop them earlier."
+        ]
+        ++ (if vmList == [ ] then [ "# (no VMs declared)" ] else [
+          "iifname ${taps} ${linkLocal} counter drop comment \"link-local multicast from a VM\""
+        ])
       )))
       ""
       (chain "forward" (lines (
@@ -142,13 +188,24 @@ let
           "# The TAPs are also isolated bridge ports; this holds without that."
         ]
         ++ (if vmList == [ ] then [ "# (no VMs declared)" ] else [
-          "iifname ${set (map (v: q v.tap) vmList)} counter drop comment \"from a VM to another port\""
-          "oifname ${set (map (v: q v.tap) vmList)} counter drop comment \"from another port to a VM\""
+          "iifname ${taps} counter drop comment \"from a VM to another port\""
+          "oifname ${taps} counter drop comment \"from another port to a VM\""
         ])
       )))
     ]
     ++ concatMap (vm: [ "" (vmChain vm) ]) vmList
   );
+
+  # ---- netdev family: each TAP's ingress, before the bridge ----
+  tapTable = "mcp-unikernel-taps";
+
+  tapContent = chain "ingress" ''
+    type filter hook ingress devices = ${taps} priority filter; policy accept;
+    # Runs before the bridge's rx handler: the frames the bridge consumes as
+    # link-local (LLDP, and BPDUs when STP is on) never pass a bridge hook.
+    ${linkLocal} counter drop comment "link-local multicast from a VM"'';
+
+  withTaps = ingress && vmList != [ ];
 
   # ---- inet family: the host's IP stack ----
   hostTable = "mcp-unikernel-host";
@@ -161,9 +218,15 @@ let
     ""
     (chain "from-vms" (lines (
       [
-        "# Only IPv4 that passed a declared VM's anti-spoofing chain (bridge table"
-        "# mcp-unikernel) gets further: this drops frames of undeclared bridge ports."
-        "meta mark and ${markBit} != ${markBit} counter drop comment \"not from a declared VM TAP\""
+        "meta nfproto != ipv4 counter drop comment \"IPv6 (the VMs are IPv4 only)\""
+        "# Only a declared VM's MAC + IPv4 get further. A VM's TAP carries only its"
+        "# own pair and the bridge table drops a VM's MAC on any other port, so this"
+        "# drops IP from bridge ports that are not declared TAPs (no packet mark)."
+      ]
+      ++ (if vmList == [ ] then [ "counter drop comment \"no VMs declared\"" ] else [
+        "ether saddr . ip saddr != ${pairs} counter drop comment \"not from a declared VM's TAP\""
+      ])
+      ++ [
         "# Replies to connections the host opened (the host talks to VMs freely)."
         "ct state established,related accept"
         "ct state invalid counter drop"
@@ -173,7 +236,7 @@ let
       ++ [
         "ip daddr ${gw} icmp type echo-request accept comment \"ping the gateway\""
         "# Anything else from the bridge to the host (other ports, other host"
-        "# addresses, broadcasts, IPv6) is dropped."
+        "# addresses, broadcasts) is dropped."
         "counter drop"
       ]
     )))
@@ -186,31 +249,74 @@ let
       oifname ${q br} counter drop comment "from anywhere off the bridge to a VM"'')
   ];
 
+  # ---- arp family: the host's ARP on the bridge ----
+  # Here the interface is the bridge itself (ARP the host receives through
+  # it, ARP the host sends on it), so these rules cover every port of the
+  # bridge, declared or not, and nothing else.
+  arpTable = "mcp-unikernel-arp";
+
+  arpContent = lines [
+    (chain "input" ''
+      type filter hook input priority filter; policy accept;
+      iifname ${q br} jump from-bridge'')
+    ""
+    (chain "from-bridge" (lines (
+      [
+        "# Answered and learned: only a declared VM (MAC + IPv4) asking for or"
+        "# answering the gateway. The host's other addresses (on the bridge or on"
+        "# other interfaces) are never answered on the bridge; ports that are not"
+        "# declared TAPs get nothing."
+      ]
+      ++ (if vmList == [ ] then [ ] else [
+        "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether . arp saddr ip ${pairs} arp daddr ip ${gw} accept comment \"a VM with the gateway\""
+      ])
+      ++ [ "counter drop comment \"other ARP on the bridge\"" ]
+    )))
+    ""
+    (chain "output" ''
+      type filter hook output priority filter; policy accept;
+      # Replies and requests the host sends on the bridge name only the gateway.
+      oifname ${q br} arp saddr ip != ${gw} counter drop comment "ARP naming another host address"'')
+  ];
+
   header = ''
     # mcp-unikernel isolation rules for bridge ${br} (gateway ${gw}/${toString plen}),
     # ${toString (length vmList)} VM(s). Generated by nixos/lib/nftables.nix; see docs/firewall.md.
-    # Loading this file replaces both tables atomically (create-if-missing, then delete).
+    # Loading this file replaces all our tables atomically (each is created if
+    # missing, deleted, then defined again; a table not in use is only deleted).
   '';
 
-  table = family: name: content: ''
-    table ${family} ${name}
-    delete table ${family} ${name}
-    table ${family} ${name} {
-    ${indent content}
+  allTables = [
+    { family = "bridge"; name = bridgeTable; }
+    { family = "inet"; name = hostTable; }
+    { family = "arp"; name = arpTable; }
+    { family = "netdev"; name = tapTable; }
+  ];
+
+  # `table X` creates X if it is missing (and changes nothing if present), so
+  # the `delete` that follows never fails: the pair is harmless when absent.
+  clear = t: ''
+    table ${t.family} ${t.name}
+    delete table ${t.family} ${t.name}
+  '';
+
+  defined =
+    [
+      { family = "bridge"; name = bridgeTable; content = bridgeContent; }
+      { family = "inet"; name = hostTable; content = hostContent; }
+      { family = "arp"; name = arpTable; content = arpContent; }
+    ]
+    ++ (if withTaps then [ { family = "netdev"; name = tapTable; content = tapContent; } ] else [ ]);
+
+  define = t: ''
+    table ${t.family} ${t.name} {
+    ${indent t.content}
     }
   '';
 in
 assert checked;
 {
-  ruleset = header + "\n" + table "bridge" bridgeTable bridgeContent + "\n" + table "inet" hostTable hostContent;
-  tables = {
-    ${bridgeTable} = {
-      family = "bridge";
-      content = bridgeContent;
-    };
-    ${hostTable} = {
-      family = "inet";
-      content = hostContent;
-    };
-  };
+  ruleset = header + "\n" + concatStringsSep "" (map clear allTables) + "\n" + concatStringsSep "\n" (map define defined);
+  removal = "# mcp-unikernel: delete the isolation tables (harmless when they are absent).\n" + concatStringsSep "" (map clear allTables);
+  tables = builtins.listToAttrs (map (t: { name = t.name; value = { inherit (t) family content; }; }) defined);
 }
