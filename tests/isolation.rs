@@ -1474,16 +1474,30 @@ fn isolation_matrix_nanos_guests() {
         Ok(p) => p,
         Err(e) => return netns::skip(test, &e),
     };
-    let Some(user) = vm::qemu_user() else {
-        return netns::skip(test, "no mcp-qemu user to run QEMU as (.ci/run creates it)");
-    };
+    // One uid per VM (the helper refuses a QEMU user shared by two configs).
+    for user in ["mcpt-a", "mcpt-b"] {
+        if std::process::Command::new("id")
+            .arg(user)
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return netns::skip(
+                test,
+                &format!("no user {user} to run QEMU as (.ci/run creates it)"),
+            );
+        }
+    }
     let sb = vm::Sandbox::new("isonanos");
     let host = vm::bridge_ns("nhost");
     let outside = NetNs::new("noutside");
     host.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     route_outside(&host, &outside);
 
-    for (name, ip) in [("nanos1", "10.99.0.2"), ("nanos2", "10.99.0.3")] {
+    for (name, ip, user) in [
+        ("nanos1", "10.99.0.2", "mcpt-a"),
+        ("nanos2", "10.99.0.3", "mcpt-b"),
+    ] {
         sb.write_config(
             name,
             &serde_json::json!({
