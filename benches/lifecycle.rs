@@ -669,6 +669,13 @@ impl<'a> Vm<'a> {
         })
     }
 
+    /// One uid per VM: the helper refuses a QEMU user shared by two configs.
+    fn set_user(&mut self, user: &str) {
+        self.cfg["qemu_user"] = user.into();
+        self.cfg["qemu_group"] = user.into();
+        self.sb.write_config(&self.name, &self.cfg);
+    }
+
     fn set_memory(&mut self, mib: u64) {
         self.cfg["memory_mib"] = mib.into();
         self.sb.write_config(&self.name, &self.cfg);
@@ -1361,9 +1368,36 @@ fn bench_check(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, mib: u64, runs: usize) 
     Ok(())
 }
 
+/// System users made for the density figure (one per VM), removed on drop.
+struct BenchUsers(Vec<String>);
+
+impl BenchUsers {
+    fn ensure(n: usize) -> R<BenchUsers> {
+        let mut made = Vec::new();
+        for i in 0..n {
+            let u = format!("mcpb-{i:03}");
+            let exists = Command::new("id").arg("-u").arg(&u).output().map(|o| o.status.success()).unwrap_or(false);
+            if !exists {
+                run_ok(Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &u]))?;
+                made.push(u);
+            }
+        }
+        Ok(BenchUsers(made))
+    }
+}
+
+impl Drop for BenchUsers {
+    fn drop(&mut self) {
+        for u in &self.0 {
+            let _ = Command::new("userdel").arg(u).status();
+        }
+    }
+}
+
 /// Figure 5: N VMs started together, until all serve; memory; resident helpers.
 fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()> {
     let n = opts.vms;
+    let _users = BenchUsers::ensure(n)?;
     let sb = Sandbox::new("bench-density");
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).map_err(|e| e.to_string())?;
@@ -1380,6 +1414,9 @@ fn bench_density(ctx: &mut Ctx, guest: &Guest, ns: &NetNs, opts: &Opts) -> R<()>
             &vol,
             opts.vm_mib,
         )?);
+    }
+    for (i, vm) in vms.iter_mut().enumerate() {
+        vm.set_user(&format!("mcpb-{i:03}"));
     }
     let mib = smallest_memory(ctx, &mut vms[0], opts.vm_mib)?;
     progress(&format!("density: building {n} images ({mib} MiB VMs)"));

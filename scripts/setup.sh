@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install what the helper, the demo and the tests need on Debian 12 (as root):
 # QEMU, nftables, iproute2, Nix (for the Nix tests), busybox-static and the
-# Debian cloud kernel (the Linux stand-in guest), the `mcp-qemu` user QEMU runs
-# as, and the pinned `ops`. Prints nothing but progress on stderr; the ops path
-# on stdout. Safe to run again.
+# Debian cloud kernel (the Linux stand-in guest), gcc and python3 (the attack
+# tests build and drive hostile programs), the users QEMU runs as (one per VM:
+# `mcp-qemu` for the demo, `mcpt-a`/`mcpt-b`/`mcpt-c` for tests with several
+# VMs or an attacker uid), and the pinned `ops`. Prints nothing but progress
+# on stderr; the ops path on stdout. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +16,11 @@ cd "$(dirname "$0")/.."
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     qemu-system-x86 nftables iproute2 busybox-static linux-image-cloud-amd64 \
-    nix-bin cpio kmod curl ca-certificates procps >/dev/null
-  echo "== QEMU user mcp-qemu"
-  id -u mcp-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin mcp-qemu
+    nix-bin cpio kmod curl ca-certificates procps gcc libc6-dev python3 util-linux >/dev/null
+  echo "== QEMU users mcp-qemu, mcpt-a, mcpt-b, mcpt-c"
+  for u in mcp-qemu mcpt-a mcpt-b mcpt-c; do
+    id -u "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+  done
   echo "== ops (pinned, from the Go module proxy)"
 } >&2
 scripts/install-ops.sh
