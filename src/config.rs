@@ -146,6 +146,9 @@ pub struct Config {
     pub network: Network,
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// Most volume data (sum of apparent file sizes, all volumes) staged.
+    #[serde(default = "default_volume_limit")]
+    pub volume_limit_mib: u64,
     #[serde(default)]
     pub klibs: Vec<String>,
     #[serde(default = "empty_object")]
@@ -189,6 +192,9 @@ fn default_memory() -> u32 {
 }
 fn default_vcpus() -> u32 {
     1
+}
+fn default_volume_limit() -> u64 {
+    4096
 }
 fn default_accel() -> Accel {
     Accel::Kvm
@@ -502,6 +508,14 @@ fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
 
     let net = validate_network(p, &config)?;
     validate_volumes(p, &config.volumes)?;
+    if !(1..=16_777_216).contains(&config.volume_limit_mib) {
+        return Err(invalid(
+            p,
+            "volume_limit_mib",
+            &config.volume_limit_mib.to_string(),
+            "must be between 1 and 16777216",
+        ));
+    }
 
     for (i, k) in config.klibs.iter().enumerate() {
         if k.is_empty()

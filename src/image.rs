@@ -250,8 +250,10 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
         // Only a cache: the next start reads the files again.
         tracing::warn!(error = %e, "cannot save the input digest cache");
     }
+    // TODO(lead): pass the VM's gid once it is resolved here (PLAN: staging root:vmgid).
+    let stage_opts = staging::StageOptions::new(v.config.volume_limit_mib, None);
     let mut check = base.clone();
-    staging::walk_volumes(&v.config.volumes, &mut check, None)?;
+    staging::walk_volumes(&v.config.volumes, &mut check, None, &stage_opts)?;
     let hash = check.finish_hex();
     if current_hash(v, paths).as_deref() == Some(hash.as_str()) {
         tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "inputs unchanged; reusing the last good image");
@@ -266,7 +268,8 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
     let scratch = paths.scratch("staging");
     fresh_dir(&scratch)?;
     let mut staged = base;
-    let report = match staging::walk_volumes(&v.config.volumes, &mut staged, Some(&scratch)) {
+    let walked = staging::walk_volumes(&v.config.volumes, &mut staged, Some(&scratch), &stage_opts);
+    let report = match walked {
         Ok(r) => r,
         Err(e) => {
             let _ = fs::remove_dir_all(&scratch);
@@ -276,7 +279,8 @@ pub fn ensure(v: &Validated, paths: &VmPaths) -> Result<Image, BuildError> {
     tracing::info!(
         files = report.files,
         bytes = report.bytes,
-        skipped = report.skipped.len(),
+        read = report.read,
+        skipped = report.skipped_count,
         "volumes staged"
     );
     swap_in(&scratch, &paths.staging())?;

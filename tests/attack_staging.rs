@@ -433,6 +433,9 @@ fn race(test: &str, kind: Swap) {
     let mut builds = 0u32;
     let mut slowest = Duration::ZERO;
     let mut max_used = 0u64;
+    // Builds that met the swap between looking at an entry and opening it
+    // (evidence that the race was really run, not just the steady states).
+    let mut raced = 0u32;
     let t0 = Instant::now();
     while t0.elapsed() < RACE_TIME || builds < MIN_BUILDS {
         builds += 1;
@@ -441,6 +444,9 @@ fn race(test: &str, kind: Swap) {
         let log = sb.root.join(format!("build-{builds}.log"));
         let run = build_once(&sb, &disk, &log);
         slowest = slowest.max(run.took);
+        if run.log.contains("changed while being staged") {
+            raced += 1;
+        }
         max_used = max_used.max(run.max_used);
         let tail: String = run
             .log
@@ -482,8 +488,9 @@ fn race(test: &str, kind: Swap) {
     let swaps = attacker.stop();
     let total: u64 = swaps.iter().sum();
     eprintln!(
-        "{test}: {builds} builds in {:.1} s against {total} swaps; slowest build {:.0} ms; \
-         state dir at most {:.1} MiB; {} violations",
+        "{test}: {builds} builds in {:.1} s against {total} swaps ({raced} builds met an entry \
+         changing between look and open); slowest build {:.0} ms; state dir at most {:.1} MiB; \
+         {} violations",
         t0.elapsed().as_secs_f64(),
         slowest.as_secs_f64() * 1e3,
         max_used as f64 / (1 << 20) as f64,
