@@ -235,6 +235,13 @@ fn open_dir<Fd: AsFd>(at: Fd, path: &Path) -> nix::Result<OwnedFd> {
     )
 }
 
+/// Whether `volumes[index].source` can be staged: a directory named by a
+/// path without symlinks (for config validation; the walk checks it again
+/// when it opens the dir).
+pub fn check_source(index: usize, source: &Path) -> Result<(), StageError> {
+    open_source(index, source).map(drop)
+}
+
 /// The volume root, with no symlink in any component of its path.
 fn open_source(index: usize, source: &Path) -> Result<OwnedFd, StageError> {
     let how = OpenHow::new()
@@ -909,7 +916,14 @@ mod tests {
                 "{e}"
             );
             assert_eq!(e.lines().count(), 1, "{e}");
+            assert_eq!(check_source(1, &source).unwrap_err().to_string(), e);
         }
+        check_source(0, &t.join("real/vol")).unwrap();
+        let e = check_source(2, &t.join("missing")).unwrap_err().to_string();
+        assert!(
+            e.contains("`volumes[2].source`") && e.contains("No such file"),
+            "{e}"
+        );
         fs::remove_dir_all(&t).unwrap();
     }
 
