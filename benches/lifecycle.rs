@@ -1376,9 +1376,20 @@ impl BenchUsers {
         let mut made = Vec::new();
         for i in 0..n {
             let u = format!("mcpb-{i:03}");
-            let exists = Command::new("id").arg("-u").arg(&u).output().map(|o| o.status.success()).unwrap_or(false);
+            let exists = Command::new("id")
+                .arg("-u")
+                .arg(&u)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
             if !exists {
-                run_ok(Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &u]))?;
+                run_ok(Command::new("useradd").args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    &u,
+                ]))?;
                 made.push(u);
             }
         }

@@ -293,6 +293,19 @@ fn validate_volumes(p: &Path, volumes: &[Volume]) -> Result<(), ConfigError> {
         if !meta.is_dir() {
             return Err(invalid(p, &sf, &shown, "not a directory"));
         }
+        // The build opens it without following symlinks; say so now.
+        if let Err(crate::staging::StageError::SourceSymlink { reason, .. }) =
+            crate::staging::check_source(i, &v.source)
+        {
+            return Err(invalid(
+                p,
+                &sf,
+                &shown,
+                &format!(
+                    "{reason}; name the real path (the volume's owner could redirect a symlink)"
+                ),
+            ));
+        }
         if v.target == Path::new("/") {
             return Err(invalid(p, &tf, "/", "may not be the image root"));
         }
