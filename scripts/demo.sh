@@ -5,33 +5,41 @@
 # network namespace of its own, fetch http://10.99.0.2:8080/ from the bridge,
 # show `status`, then `stop` and `cleanup`. Run as root.
 #
-# Needs a Nanos kernel: MCP_NANOS_DIR=/dir with kernel.img, boot.img (and
-# klibs/). Without it: --download lets ops fetch the kernel (hosts with
-# internet access only), and --standin boots the Linux stand-in guest used by
-# CI instead of Nanos. --no-setup skips scripts/setup.sh (apt, user, ops).
+# With MCP_NANOS_DIR=/dir (kernel.img, boot.img, klibs/) it boots a real
+# Nanos image built by ops. Without it, it runs the whole demo on the Linux
+# stand-in guest that CI uses instead of Nanos (the same helper code path:
+# staging, TAP, QEMU, QMP) and says so. --download lets ops fetch the Nanos
+# kernel instead (hosts with internet access only); --standin forces the
+# stand-in. --no-setup skips scripts/setup.sh (apt, users, ops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode=nanos setup=1
+mode=auto setup=1
 for a in "$@"; do
   case "$a" in
     --download) mode=download ;;
     --standin) mode=standin ;;
     --no-setup) setup=0 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument $a (see --help)" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (TAP, bridge and namespace need it)" >&2; exit 1; }
-if [ "$mode" = nanos ] && [ -z "${MCP_NANOS_DIR:-}" ]; then
-  cat >&2 <<'MSG'
-demo.sh: this needs a Nanos kernel, and none was given.
-  Set MCP_NANOS_DIR to a directory holding kernel.img and boot.img (and klibs/),
-  e.g. built from the nanovms/nanos repository; or pass --download to let ops
-  download the kernel (only where this host reaches the internet); or pass
-  --standin to boot the Linux stand-in guest that CI uses instead of Nanos.
+if [ "$mode" = auto ]; then
+  if [ -n "${MCP_NANOS_DIR:-}" ]; then
+    mode=nanos
+  else
+    mode=standin
+    cat >&2 <<'MSG'
+============================================================================
+demo.sh: no MCP_NANOS_DIR, so this runs on the LINUX STAND-IN for Nanos (a
+Debian cloud kernel + busybox initramfs booted by the same helper code path).
+For a real Nanos unikernel, point MCP_NANOS_DIR at a directory holding the
+Nanos kernel.img, boot.img and klibs/ (built from nanovms/nanos, or a Nanos
+release), or pass --download where this host reaches the internet.
+============================================================================
 MSG
-  exit 2
+  fi
 fi
 
 if [ "$setup" = 1 ]; then OPS=$(scripts/setup.sh); else OPS=${OPS:-ops}; fi
@@ -43,7 +51,7 @@ bin=$PWD/target/release/mcp-unikernel
 server=$PWD/target/x86_64-unknown-linux-gnu/release/file-server
 
 work=$(mktemp -d /tmp/mcp-demo.XXXXXX)
-chmod 711 "$work"   # QEMU runs as mcp-qemu and must reach its runtime dir and image
+chmod 711 "$work"   # QEMU and ops run as mcp-qemu and must reach their dirs and image
 ns=mcp-demo-$$
 pid=
 cleanup() {
