@@ -128,17 +128,25 @@ rec {
     else
       null;
 
-  nft = import ../lib/nftables.nix {
-    bridge = cfg.bridge.name;
-    inherit gateway prefixLength;
-    inherit (cfg.firewall) allowedTCPPorts allowedUDPPorts;
-    vms = lib.mapAttrsToList (name: u: {
-      inherit name;
-      inherit (u.network) ip;
-      tap = derive.tapName name;
-      mac = derive.mac name;
-    }) (lib.filterAttrs (_: u: u.network.ip != null && derive.isIPv4 u.network.ip) bridged);
-  };
+  # nftables.nix takes tapIngressHooks only in its newer form: passed when
+  # the function accepts it.
+  nftLib = import ../lib/nftables.nix;
+  nft = nftLib (
+    {
+      bridge = cfg.bridge.name;
+      inherit gateway prefixLength;
+      inherit (cfg.firewall) allowedTCPPorts allowedUDPPorts;
+      vms = lib.mapAttrsToList (name: u: {
+        inherit name;
+        inherit (u.network) ip;
+        tap = derive.tapName name;
+        mac = derive.mac name;
+      }) (lib.filterAttrs (_: u: u.network.ip != null && derive.isIPv4 u.network.ip) bridged);
+    }
+    // lib.optionalAttrs (builtins.functionArgs nftLib ? tapIngressHooks) {
+      inherit (cfg.firewall) tapIngressHooks;
+    }
+  );
 
   # ---- units a bridged VM depends on ------------------------------------------
   # Scripted networking creates the bridge in `<br>-netdev.service` (which

@@ -61,6 +61,16 @@ in
       # files (both tables replaced atomically) and removes the tables on stop.
       # A change of the rules reloads it (ExecReload loads firewall.nft again,
       # atomically) instead of restarting it, which would restart every VM.
+      # Whenever this module does not use the firewall unit it masks it
+      # (/dev/null): the unit fails closed without its rules file, so a
+      # switch that turns it off (last bridged VM removed, firewall.enable =
+      # false, networking.nftables.enable = true) must stop it, with the old
+      # files still in place, and not start it again — switch-to-configuration
+      # does exactly that for a unit that became /dev/null.
+      (lib.mkIf (c.firewallMode != "unit") {
+        systemd.units."mcp-unikernel-firewall.service".enable = false;
+      })
+
       (lib.mkIf (c.firewallMode == "unit") {
         environment.etc."mcp-unikernel/firewall.nft".source = rulesFile;
         environment.etc."mcp-unikernel/firewall-remove.nft".source = removalFile;

@@ -422,6 +422,20 @@ in
           (VMs cannot reach each other).
         '';
       };
+      tapIngressHooks = mkOption {
+        type = types.bool;
+        default = lib.versionAtLeast (config.boot.kernelPackages.kernel.version or "0") "6.16";
+        defaultText = lib.literalExpression ''lib.versionAtLeast config.boot.kernelPackages.kernel.version "6.16"'';
+        description = ''
+          Drop link-local multicast frames (STP, LLDP, 802.1X, pause) from the
+          VMs' TAPs at the TAP's own ingress hook (a netdev table bound to the
+          TAP names, docs/firewall.md), before the bridge or any L2 protocol
+          handler sees them. Linux >= 6.16 accepts such a table before the
+          TAPs exist; older kernels refuse to load it, so the default follows
+          the configured kernel. In a container (`boot.isContainer`) the
+          host's kernel decides: set it explicitly there.
+        '';
+      };
       allowedTCPPorts = mkOption {
         type = types.listOf types.port;
         default = [ ];

@@ -35,6 +35,9 @@ let
       # Without a local Nanos dir ops must download the kernel (a direct-boot
       # test guest needs no ops).
       buildNetwork = cfg.nanosDir == null && u.directBoot == null;
+      # QEMU's user-mode networking (slirp) needs IP sockets, which the
+      # template denies.
+      userNetwork = u.network.mode == "user";
     };
 
   rendered = lib.mapAttrs renderUnits enabled;

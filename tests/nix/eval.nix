@@ -29,8 +29,8 @@ in
   inherit (c) warnings;
   services = c.systemd.services;
   targets = c.systemd.targets;
-  # systemd.units.<name>: overrideStrategy, text, wantedBy.
-  units = lib.mapAttrs (_: u: { inherit (u) text overrideStrategy wantedBy; }) c.systemd.units;
+  # systemd.units.<name>: overrideStrategy, text, wantedBy, enable.
+  units = lib.mapAttrs (_: u: { inherit (u) text overrideStrategy wantedBy enable; }) c.systemd.units;
   packages = map toString c.systemd.packages;
   systemPackages = map toString c.environment.systemPackages;
   # <name> -> JSON text

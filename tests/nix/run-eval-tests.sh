@@ -69,7 +69,8 @@ EVAL_TESTS=(
   users-per-vm user-name-derivation assert-shared-user assert-shared-group assert-user-root
   assert-user-invalid removed-qemu-user
   restart-values-match-nixos assert-bridge-name-invalid-at assert-bridge-name-invalid-plus
-  firewall-unit-on-iptables-host firewall-nixos-nftables firewall-disabled nft-ruleset-and-removal-load
+  firewall-unit-on-iptables-host firewall-nixos-nftables firewall-disabled firewall-tap-ingress-hooks
+  nft-ruleset-and-removal-load
   bridge-and-firewall bridge-mac-null
   warning-nanos-dir-null nanos-dir-offline-build ops-option-describes-versions
   assert-duplicate-ip assert-ip-outside-subnet assert-ip-is-gateway assert-ip-network-address
@@ -295,6 +296,9 @@ assert get(l, "Service", "Restart") == ["always"] and get(l, "Service", "Timeout
 u = ini(U["mcp-unikernel@usermode.service"]["text"])
 assert not get(u, "Unit", "BindsTo") and not get(u, "Unit", "Requires"), ("user mode needs no bridge and no rules", u)
 assert d["jsonFile"]["usermode"] in get(u, "Unit", "X-Restart-Triggers"), u
+# user-mode networking (slirp) gets IP sockets back (userNetwork), bridged VMs do not
+assert "AF_INET" in get(u, "Service", "RestrictAddressFamilies"), u
+assert "AF_INET" not in get(t, "Service", "RestrictAddressFamilies"), t
 '
 fi
 
@@ -638,7 +642,7 @@ rules, removal = d["etcText"]["firewall.nft"], d["etcText"]["firewall-remove.nft
 assert "table bridge mcp-unikernel" in rules and "table inet mcp-unikernel-host" in rules and "mcp-web" in rules, rules[:300]
 assert removal, "no removal file"
 f = d["units"]["mcp-unikernel-firewall.service"]
-assert f["overrideStrategy"] == "asDropin" and f["wantedBy"] == ["mcp-unikernels.target"], f
+assert f["overrideStrategy"] == "asDropin" and f["wantedBy"] == ["mcp-unikernels.target"] and f["enable"] is True, f
 t = ini(f["text"])
 trig = get(t, "Unit", "X-Reload-Triggers")
 assert len(trig) == 2 and all(x.startswith("/nix/store/") for x in trig), ("rules changes must reload, not restart", t)
@@ -653,10 +657,11 @@ fi
 if needs_units firewall-nixos-nftables; then
 check firewall-nixos-nftables "$(with_good '{ networking.nftables.enable = true; }')" "$fw_expr" '
 n = d["networking"]
-assert set(n["nftablesTables"]) == {"mcp-unikernel", "mcp-unikernel-host"}, n["nftablesTables"]
+assert {"mcp-unikernel", "mcp-unikernel-host"} <= set(n["nftablesTables"]), n["nftablesTables"]
 assert n["nftablesTables"]["mcp-unikernel"]["family"] == "bridge" and n["nftablesTables"]["mcp-unikernel-host"]["family"] == "inet"
 assert "firewall.nft" not in d["etcText"] and "firewall-remove.nft" not in d["etcText"], d["etcText"]
-assert "mcp-unikernel-firewall.service" not in d["units"], "two units would load the same tables"
+f = d["units"].get("mcp-unikernel-firewall.service")
+assert f is not None and f["enable"] is False, ("the firewall unit must be masked: two units would load the same tables", f)
 v = ini(d["units"]["mcp-unikernel@web.service"]["text"])
 assert "nftables.service" in get(v, "Unit", "Requires") and "nftables.service" in get(v, "Unit", "After"), v
 assert "mcp-unikernel-firewall.service" not in get(v, "Unit", "Requires") + get(v, "Unit", "After"), v
@@ -665,10 +670,32 @@ fi
 
 if needs_units firewall-disabled; then
 check firewall-disabled "$(with_good '{ services.mcp.firewall.enable = false; }')" "$fw_expr" '
-assert "firewall.nft" not in d["etcText"] and "mcp-unikernel-firewall.service" not in d["units"], d["etcText"]
+assert "firewall.nft" not in d["etcText"], d["etcText"]
+f = d["units"].get("mcp-unikernel-firewall.service")
+assert f is not None and f["enable"] is False, ("masked, so a switch stops it and does not start it without its rules file", f)
 assert d["networking"]["nftablesTables"] == {}
 v = ini(d["units"]["mcp-unikernel@web.service"]["text"])
 assert not [u for u in get(v, "Unit", "Requires") if u in ("nftables.service", "mcp-unikernel-firewall.service")], v
+'
+fi
+
+# services.mcp.firewall.tapIngressHooks follows the kernel (Linux >= 6.16
+# loads a netdev table bound to TAPs that do not exist yet).
+if [ "$(nix-instantiate --eval --strict -E "(builtins.functionArgs (import $ROOT/nixos/lib/nftables.nix)) ? tapIngressHooks" 2>/dev/null)" != true ]; then
+  skip "nix-eval firewall-tap-ingress-hooks" "nixos/lib/nftables.nix has no tapIngressHooks argument"
+else
+  check firewall-tap-ingress-hooks "$(with_good '{ networking.nftables.enable = true; }')" "{
+      old = (import $eroot/tests/nix/eval.nix { nixpkgsLib = $libdir; moduleFile = $module;
+        config = $(with_good '{ networking.nftables.enable = true; boot.kernelPackages.kernel.version = "6.12.0"; }'); }).networking.nftablesTables;
+      new = (import $eroot/tests/nix/eval.nix { nixpkgsLib = $libdir; moduleFile = $module;
+        config = $(with_good '{ networking.nftables.enable = true; boot.kernelPackages.kernel.version = "6.18.1"; }'); }).networking.nftablesTables;
+      off = (import $eroot/tests/nix/eval.nix { nixpkgsLib = $libdir; moduleFile = $module;
+        config = $(with_good '{ networking.nftables.enable = true; boot.kernelPackages.kernel.version = "6.18.1"; services.mcp.firewall.tapIngressHooks = false; }'); }).networking.nftablesTables;
+    }" '
+fam = lambda t: {v["family"] for v in t.values()}
+assert "netdev" not in fam(d["old"]), ("a 6.12 kernel refuses the TAP ingress table", d["old"].keys())
+assert "netdev" in fam(d["new"]), ("6.16+ gets the TAP ingress table", d["new"].keys())
+assert "netdev" not in fam(d["off"]), d["off"].keys()
 '
 fi
 

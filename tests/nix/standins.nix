@@ -14,7 +14,8 @@
 #   - networking.nftables.tables.<n>.family: the enum of nftables.nix;
 #   - networkd's ConfigureWithoutCarrier / RequiredForOnline values.
 # Options the module only reads (boot.isContainer, networking.useNetworkd,
-# networking.nftables.enable) are plain booleans, as there.
+# networking.nftables.enable; boot.kernelPackages.kernel.version) are plain
+# values, as there.
 { lib, config, ... }:
 let
   inherit (lib) mkOption types;
@@ -173,6 +174,13 @@ in
     boot.isContainer = mkOption {
       type = types.bool;
       default = false;
+    };
+    # nixos/modules/system/boot/kernel.nix (read only: its kernel's version)
+    boot.kernelPackages = mkOption {
+      type = types.anything;
+      default = {
+        kernel.version = "6.12.0";
+      };
     };
     environment.etc = mkOption {
       type = types.attrsOf etcType;
