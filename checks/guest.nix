@@ -1,6 +1,7 @@
 # The Linux stand-in for a Nanos kernel, built from nixpkgs: the same guest
 # tests/guest/build-initramfs.sh assembles on Debian (see tests/guest/README.md),
-# from the same files (tests/guest/init, power-button, udhcpc.script):
+# from the same files (tests/guest/init, power-button, udhcpc.script,
+# debug-exit.s):
 # nixpkgs's kernel, booted directly (`direct_boot`), and a base initramfs with
 # static busybox, the kernel modules for virtio-net over PCI and the ACPI
 # power button (with their dependencies; built-in ones are skipped), and /init.
@@ -26,6 +27,7 @@ in
           pkgs.xz
           pkgs.zstd
           pkgs.findutils
+          pkgs.binutils-unwrapped
         ];
       }
       ''
@@ -35,7 +37,7 @@ in
 
         cp ${busybox}/bin/busybox "$root/bin/busybox"
         chmod 755 "$root/bin/busybox"
-        for applet in $("$root/bin/busybox" --list); do
+        "$root/bin/busybox" --list | while read -r applet; do
           [ "$applet" = busybox ] || ln -s /bin/busybox "$root/bin/$applet"
         done
         ln -s /bin/busybox "$root/sbin/init"
@@ -65,6 +67,22 @@ in
           done < deps
         done
         echo ${kver} > "$root/etc/mcp/kernel-version"
+
+        # /bin/mcp-debug-exit CODE: the program's exit code to QEMU's
+        # isa-debug-exit device (init calls it), as build-initramfs.sh builds it.
+        ${
+          if builtins.pathExists (guestDir + "/debug-exit.s") then
+            ''
+              as --64 -o debug-exit.o ${guestDir + "/debug-exit.s"}
+              ld -static -nostdlib -s --build-id=none -o "$root/bin/mcp-debug-exit" debug-exit.o
+              chmod 755 "$root/bin/mcp-debug-exit"
+            ''
+          else
+            ''
+              echo "tests/guest/debug-exit.s is missing: the stand-in guest cannot report exit codes" >&2
+              exit 1
+            ''
+        }
 
         install -m 755 ${guestDir + "/init"} "$root/init"
         install -m 755 ${guestDir + "/power-button"} "$root/etc/acpi/PWRF/00000080"

@@ -57,6 +57,7 @@ let
     xz = drv "xz";
     zstd = drv "zstd";
     findutils = drv "findutils";
+    binutils-unwrapped = drv "binutils";
     linuxPackages.kernel = drv "linux-6.12.0" // {
       modDirVersion = "6.12.0";
     };
