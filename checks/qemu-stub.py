@@ -3,7 +3,8 @@
 # so the helper execs it exactly as it would exec QEMU. It boots nothing. It
 # does the parts of QEMU the units and the helper see:
 #   - writes its PID to the -pidfile path;
-#   - serves QMP on the `-chardev socket,id=qmp,path=...,server=on` socket:
+#   - serves QMP on the `-chardev socket,id=qmp,path=...,server=on` socket
+#     (or `-qmp unix:PATH,server=on`):
 #     greeting, qmp_capabilities, query-status; system_powerdown ends it with
 #     status 1 (what QEMU's isa-debug-exit gives for a program that exited 0,
 #     docs/helper.md), quit ends it with status 0;
@@ -40,6 +41,8 @@ def main(argv):
             pidfile = v
         elif a == "-chardev" and "id=qmp" in v.split(","):
             qmp_path = opt_value(v, "path")
+        elif a == "-qmp" and v.startswith("unix:"):
+            qmp_path = re.findall(r"(?:[^,]|,,)+", v[len("unix:") :])[0].replace(",,", ",")
         elif a == "-name":
             name = v.split(",")[0]
         i += 1
