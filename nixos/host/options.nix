@@ -342,12 +342,14 @@ in
 
     opsPackage = lib.mkPackageOption pkgs "ops" {
       extraDescription = ''
-        ops builds the images. The helper drives ops newer than 0.1.43: it is
-        tested with ops at commit cd2208de79dc (`ops version` 0.1.43-24-gcd2208d),
-        which the flake's `packages.ops` builds and `nixosModules.default` sets
-        here. nixpkgs's `ops` (0.1.32 at the time of writing) does not work: it
-        puts the image elsewhere and reads klibs from another key, and the
-        helper refuses it before building.
+        ops builds the images. The helper drives ops 0.1.43 and newer (below
+        0.2) and refuses any other before building; `ops version` must report a
+        version (ops linked with `-X github.com/nanovms/ops/lepton.Version=`).
+        It is tested with ops at commit cd2208de79dc (`ops version`
+        0.1.43-24-gcd2208d), which the flake's `packages.ops` builds and
+        `nixosModules.default` sets here. nixpkgs's `ops` (0.1.32 at the time
+        of writing) does not work: it puts the image elsewhere and reads klibs
+        from another key.
       '';
     };
 
