@@ -209,11 +209,11 @@
             pkgs.nftables
             pkgs.iproute2
             self.packages.${pkgs.stdenv.hostPlatform.system}.ops
-            pkgs.nixfmt-rfc-style
+            pkgs.nixfmt
           ];
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+      formatter = forAllSystems (pkgs: pkgs.nixfmt);
     };
 }
