@@ -9,7 +9,7 @@ let
   gw = "10.99.0.1";
 in
 {
-  name = "mcp-unikernel-isolation";
+  name = "mcp-unikernel-isolation-${common.flavour}";
 
   nodes.outside =
     { pkgs, ... }:
@@ -57,16 +57,16 @@ in
       services.mcp.unikernels = {
         a = common.fileServerVM "10.99.0.2" "v1.txt";
         b = common.fileServerVM "10.99.0.3" "v2.txt";
-        probe-gw = (common.probeVM pkgs "10.99.0.10" "http://${gw}:8000/") // {
+        probe-gw = (common.probeVM "10.99.0.10" "http://${gw}:8000/") // {
           autoStart = false;
         };
-        probe-closed = (common.probeVM pkgs "10.99.0.11" "http://${gw}:9000/") // {
+        probe-closed = (common.probeVM "10.99.0.11" "http://${gw}:9000/") // {
           autoStart = false;
         };
-        probe-peer = (common.probeVM pkgs "10.99.0.12" "http://10.99.0.2:8080/") // {
+        probe-peer = (common.probeVM "10.99.0.12" "http://10.99.0.2:8080/") // {
           autoStart = false;
         };
-        probe-out = (common.probeVM pkgs "10.99.0.13" "http://192.168.1.2/") // {
+        probe-out = (common.probeVM "10.99.0.13" "http://192.168.1.2/") // {
           autoStart = false;
         };
       };

@@ -1,7 +1,7 @@
 # kill -9 of QEMU is a failure: systemd restarts the instance (Restart=on-failure),
 # the helper cleans up the stale TAP/pidfile, and the VM serves again.
 common: {
-  name = "mcp-unikernel-kill-restart";
+  name = "mcp-unikernel-kill-restart-${common.flavour}";
 
   nodes.machine =
     { ... }:
@@ -24,7 +24,7 @@ common: {
     wait_http(machine, "http://10.99.0.2:8080/", "served-v1")
 
     # Exactly one QEMU for this VM.
-    n = int(machine.succeed("pgrep -c -u mcp-qemu qemu-system").strip())
+    n = int(machine.succeed("pgrep -c -u mcp-vm-web qemu-system").strip())
     assert n == 1, f"{n} QEMU processes"
   '';
 }

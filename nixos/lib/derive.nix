@@ -3,6 +3,11 @@
 #   TAP  `mcp-<name>` when name has at most 11 characters, else
 #        `mcp-<first 6 chars>-<first 4 hex of sha256(name)>` (15 characters);
 #   MAC  `02:` + the first 5 bytes of sha256("mcp-unikernel:" + name), lower case.
+# and, for the NixOS module only (the helper reads it from the JSON):
+#   user `mcp-vm-<name>` when that has at most 31 characters, else
+#        `mcp-vm-<first 15 chars>-<first 8 hex of sha256(name)>` (31 characters).
+#        NixOS aborts evaluation on user and group names of 32 characters or
+#        more (nixos/modules/config/users-groups.nix: "longer than 31 characters").
 let
   sha256 = builtins.hashString "sha256";
 
@@ -43,6 +48,17 @@ rec {
       "mcp-${name}"
     else
       "mcp-${builtins.substring 0 6 name}-${builtins.substring 0 4 (sha256 name)}";
+
+  # The system user (and group) QEMU runs as for this unikernel: one per VM.
+  userName =
+    name:
+    let
+      plain = "mcp-vm-${name}";
+    in
+    if builtins.stringLength plain <= 31 then
+      plain
+    else
+      "mcp-vm-${builtins.substring 0 15 name}-${builtins.substring 0 8 (sha256 name)}";
 
   # "02:" + the first 5 bytes of sha256(seed): locally administered, unicast.
   macFrom =

@@ -30,12 +30,21 @@ let
       };
     };
   };
+  fake =
+    name:
+    pkgs.mcp-unikernel
+    // {
+      inherit name;
+      outPath = "/nix/store/00000000000000000000000000000000-${name}";
+    };
+  # With a Nanos dir, so the *-nanos tests are evaluated too.
   tests = import ../../checks {
     inherit pkgs;
     module = moduleFile;
-    fileServer = pkgs.mcp-unikernel // {
-      outPath = "/nix/store/00000000000000000000000000000000-file-server";
-    };
+    helper = fake "mcp-unikernel";
+    fileServer = fake "file-server";
+    fileServerStatic = fake "file-server-static";
+    opsPackage = fake "ops";
     nanosDir = "/nix/store/00000000000000000000000000000000-nanos-kernel";
   };
   evalNode =
@@ -52,13 +61,36 @@ let
     in
     {
       failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+      inherit (c) warnings;
       unikernels = builtins.attrNames (c.services.mcp.unikernels or { });
+      nftablesEnable = c.networking.nftables.enable or false;
+      qemu = toString (c.services.mcp.qemuPackage or "");
+      package = toString (c.services.mcp.package or "");
+      directBoot = lib.mapAttrs (_: u: u.directBoot != null) (c.services.mcp.unikernels or { });
+      programs = lib.mapAttrs (_: u: toString u.program) (c.services.mcp.unikernels or { });
       json = builtins.attrNames (lib.filterAttrs (n: _: lib.hasPrefix "mcp-unikernel/" n) c.environment.etc);
       specialisations = builtins.attrNames (c.specialisation or { });
       raw = c;
     };
+  common = import ../../checks/common.nix {
+    inherit pkgs;
+    module = moduleFile;
+    flavour = "stub";
+    helper = fake "mcp-unikernel";
+    fileServer = fake "file-server";
+    fileServerStatic = fake "file-server-static";
+    opsPackage = fake "ops";
+    nanosDir = null;
+    accel = "tcg";
+  };
 in
-lib.mapAttrs (
+{
+  # The stand-in QEMU script and the stand-in guest's build script, as text.
+  qemuStub = common.qemuStub.text;
+  guestInitrd = common.guest.initrd.args.buildCommand;
+  guestKernel = common.guest.kernel;
+  upgradedHelper = common.upgradedHelper.args.buildCommand;
+  tests = lib.mapAttrs (
   _: t:
   {
     inherit (t) name testScript;
@@ -81,4 +113,5 @@ lib.mapAttrs (
       ) (base.raw.specialisation or { })
     ) t.nodes;
   }
-) tests
+) tests;
+}
