@@ -13,6 +13,7 @@
 #     restartTriggers ? [ ];        # strings -> X-Restart-Triggers= (the instance JSON's store path)
 #     requires ? [ ]; after ? [ ]; bindsTo ? [ ];   # extra units for the VM instance
 #     buildNetwork ? false;         # true -> PrivateNetwork=no for the build (ops downloads Nanos)
+#     userNetwork ? false;          # true for network.mode = "user": QEMU's slirp needs IP sockets
 #   }
 #   => { vmUnit = "mcp-unikernel@web.service"; vmDropin = "<text>";
 #        buildUnit = "mcp-unikernel-build@web.service"; buildDropin = "<text>"; }
@@ -31,6 +32,7 @@
   after ? [ ],
   bindsTo ? [ ],
   buildNetwork ? false,
+  userNetwork ? false,
 }:
 let
   inherit (builtins) all concatStringsSep filter isBool isInt isList isString match stringLength toJSON;
@@ -83,6 +85,7 @@ let
   aft = checkUnits "after" after;
   binds = checkUnits "bindsTo" bindsTo;
   net = if isBool buildNetwork then buildNetwork else fail "buildNetwork (bool)" buildNetwork;
+  userNet = if isBool userNetwork then userNetwork else fail "userNetwork (bool)" userNetwork;
 
   line = key: values: if values == [ ] then [ ] else [ "${key}=${concatStringsSep " " values}" ];
   text = lines: concatStringsSep "\n" lines + "\n";
@@ -104,6 +107,9 @@ in
       "Restart=${r}"
       "TimeoutStopSec=${toString (stop + 45)}"
     ]
+    # The template allows no IP sockets (a bridged guest's traffic is on its
+    # TAP); user-mode networking is QEMU talking IP on the guest's behalf.
+    ++ (if userNet then [ "RestrictAddressFamilies=AF_INET AF_INET6" "IPAddressDeny=" ] else [ ])
   );
 
   buildDropin = text (
