@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the helper, the demo and the tests need on Debian 12 (as root):
 # QEMU, nftables, iproute2, Nix (for the Nix tests), busybox-static and the
-# Debian cloud kernel (the Linux stand-in guest), the `mcp-qemu` user QEMU runs
+# Debian cloud kernel (the Linux stand-in guest), debootstrap and
+# systemd-nspawn (the systemd tier), the `mcp-qemu` user QEMU runs
 # as, and the pinned `ops`. Prints nothing but progress on stderr; the ops path
 # on stdout. Safe to run again.
 set -euo pipefail
@@ -14,7 +15,8 @@ cd "$(dirname "$0")/.."
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     qemu-system-x86 nftables iproute2 busybox-static linux-image-cloud-amd64 \
-    nix-bin cpio kmod curl ca-certificates procps >/dev/null
+    nix-bin cpio kmod curl ca-certificates procps \
+    binutils debootstrap systemd-container >/dev/null
   echo "== QEMU user mcp-qemu"
   id -u mcp-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin mcp-qemu
   echo "== ops (pinned, from the Go module proxy)"

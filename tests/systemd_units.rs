@@ -376,7 +376,12 @@ impl Tier {
                 "kvm",
                 &v.user(),
             ]);
-            c.write(&format!("/srv/{}/index.html", v.name), &v.content(), 0o644);
+            // Owned by another user and private to it (as a service's config
+            // dir often is): the build reads it as root without owning it.
+            let dir = format!("/srv/{}", v.name);
+            c.write(&format!("{dir}/index.html"), &v.content(), 0o600);
+            c.ok(&["chown", "-R", "nobody:nogroup", &dir]);
+            c.ok(&["chmod", "0700", &dir]);
         }
         c.write(
             "/etc/mcp-unikernel/firewall.nft",
