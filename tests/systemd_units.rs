@@ -1011,9 +1011,21 @@ fn systemd_status_from_outside_never_removes_live_files() {
     for f in ["launch.json", "qemu.pid", "qmp.sock"] {
         assert!(before.contains(f), "no {f} in the runtime dir:\n{before}");
     }
+    // And a VM whose records are stale for sure: a copy of web's regular
+    // files under another name (its pidfile names a QEMU that is not its).
+    t.c.ok(&[
+        "sh",
+        "-c",
+        "cd /run/mcp-unikernel/web && find . -type d -exec mkdir -p ../ghost/{} \\; \
+         && find . -type f -exec cp -p {} ../ghost/{} \\;",
+    ]);
+    let ghost = VmSpec::web("ghost", "10.99.0.9");
+    let ghost_before = t.runtime_files(&ghost);
+    assert!(ghost_before.contains("launch.json"), "{ghost_before}");
     for args in [
         vec!["status", "web"],
         vec!["status", "web", "--json"],
+        vec!["status", "ghost"],
         vec!["status"],
         vec!["list"],
         vec!["list", "--json"],
@@ -1022,7 +1034,14 @@ fn systemd_status_from_outside_never_removes_live_files() {
         argv.extend(args);
         let _ = t.c.run(&argv);
         assert_eq!(t.runtime_files(&web), before, "{argv:?} changed the runtime dir");
+        assert_eq!(
+            t.runtime_files(&ghost),
+            ghost_before,
+            "{argv:?} changed a stale VM's runtime dir (only start/cleanup may)"
+        );
     }
+    let st = t.status_json(&web);
+    assert_eq!(st["running"], true, "status does not trust the running QEMU: {st}");
     // And the unit still stops the guest the normal way.
     let (out, _) = t.stop(&web);
     assert!(out.status.success());
