@@ -394,8 +394,16 @@ impl Tier {
             0o644,
         );
         let (netdev, address) = bridge_units();
-        c.write(&format!("/etc/systemd/system/{NETDEV_UNIT}"), &netdev, 0o644);
-        c.write(&format!("/etc/systemd/system/{ADDRESS_UNIT}"), &address, 0o644);
+        c.write(
+            &format!("/etc/systemd/system/{NETDEV_UNIT}"),
+            &netdev,
+            0o644,
+        );
+        c.write(
+            &format!("/etc/systemd/system/{ADDRESS_UNIT}"),
+            &address,
+            0o644,
+        );
         // systemd unloads an inactive unit nothing refers to, and with it its
         // ExecMainStatus/NRestarts. On NixOS mcp-unikernels.target (active,
         // Wants= each instance) keeps them loaded; here an active unit that
@@ -439,7 +447,8 @@ impl Tier {
 
     /// `systemctl start UNIT` (blocking: waits for the start job).
     fn start(&self, v: &VmSpec) -> std::process::Output {
-        self.c.run(&["timeout", "300", "systemctl", "start", &v.unit()])
+        self.c
+            .run(&["timeout", "300", "systemctl", "start", &v.unit()])
     }
 
     fn start_ok(&self, v: &VmSpec) {
@@ -455,9 +464,9 @@ impl Tier {
 
     fn wait_http(&self, v: &VmSpec) -> Duration {
         let t0 = Instant::now();
-        let served = self
-            .c
-            .wait_until(BOOT_LIMIT, || self.c.http_get(&v.url()).as_deref() == Some(&v.content()));
+        let served = self.c.wait_until(BOOT_LIMIT, || {
+            self.c.http_get(&v.url()).as_deref() == Some(&v.content())
+        });
         assert!(
             served,
             "no HTTP answer from {} within {BOOT_LIMIT:?}; {}={}\n{}",
@@ -477,7 +486,10 @@ impl Tier {
     fn proc_status(&self, pid: i32, key: &str) -> String {
         let s = self.c.ok(&["cat", &format!("/proc/{pid}/status")]);
         s.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
+            .find_map(|l| {
+                l.strip_prefix(&format!("{key}:"))
+                    .map(|v| v.trim().to_owned())
+            })
             .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
     }
 
@@ -490,7 +502,9 @@ impl Tier {
     /// `systemctl stop` with its wall time.
     fn stop(&self, v: &VmSpec) -> (std::process::Output, Duration) {
         let t0 = Instant::now();
-        let out = self.c.run(&["timeout", "300", "systemctl", "stop", &v.unit()]);
+        let out = self
+            .c
+            .run(&["timeout", "300", "systemctl", "stop", &v.unit()]);
         (out, t0.elapsed())
     }
 
@@ -535,7 +549,10 @@ fn props(t: &Tier, unit: &str, names: &[&str]) -> String {
 
 #[test]
 fn systemd_start_serves_http_as_unprivileged_qemu() {
-    start_serves_http("systemd_start_serves_http_as_unprivileged_qemu", Kind::Standin);
+    start_serves_http(
+        "systemd_start_serves_http_as_unprivileged_qemu",
+        Kind::Standin,
+    );
 }
 
 /// The same on a real Nanos guest built by real ops inside the build unit.
@@ -546,7 +563,7 @@ fn systemd_nanos_start_serves_http() {
 
 fn start_serves_http(test: &str, kind: Kind) {
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, kind, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, kind, std::slice::from_ref(&web)) else {
         return;
     };
     let t0 = Instant::now();
@@ -595,7 +612,10 @@ fn start_serves_http(test: &str, kind: Kind) {
     // The guest's serial console is in the unit's journal.
     let up = t.console_up_line(&web);
     assert!(
-        t.c.wait_until(Duration::from_secs(10), || t.c.journal(&web.unit()).contains(&up)),
+        t.c.wait_until(Duration::from_secs(10), || t
+            .c
+            .journal(&web.unit())
+            .contains(&up)),
         "no `{up}` in journalctl -u {}:\n{}",
         web.unit(),
         t.c.journal(&web.unit())
@@ -612,10 +632,14 @@ fn systemd_failed_build_fails_systemctl_start() {
     let test = "systemd_failed_build_fails_systemctl_start";
     let mut web = VmSpec::web("web", "10.99.0.2");
     web.program = Some("/opt/mcp-test/not-an-elf");
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
-    t.c.write("/opt/mcp-test/not-an-elf", "#!/bin/sh\necho I am a script\n", 0o755);
+    t.c.write(
+        "/opt/mcp-test/not-an-elf",
+        "#!/bin/sh\necho I am a script\n",
+        0o755,
+    );
     let out = t.start(&web);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -638,7 +662,10 @@ fn systemd_failed_build_fails_systemctl_start() {
     assert!(!j.contains("Scheduled restart job"), "{j}");
     assert!(qemus(&t).is_empty(), "{:?}", qemus(&t));
     assert!(!t.c.text(&["ip", "-o", "link"]).contains("mcp-web"));
-    assert_eq!(t.c.prop(&web.unit(), "ExecMainStartTimestampMonotonic"), "0");
+    assert_eq!(
+        t.c.prop(&web.unit(), "ExecMainStartTimestampMonotonic"),
+        "0"
+    );
     assert_eq!(t.c.prop(&web.unit(), "NRestarts"), "0");
     assert_ne!(t.c.prop(&web.unit(), "ActiveState"), "active");
 }
@@ -647,18 +674,24 @@ fn systemd_failed_build_fails_systemctl_start() {
 
 #[test]
 fn systemd_stop_powers_guest_down_within_timeout() {
-    stop_powers_guest_down("systemd_stop_powers_guest_down_within_timeout", Kind::Standin);
+    stop_powers_guest_down(
+        "systemd_stop_powers_guest_down_within_timeout",
+        Kind::Standin,
+    );
 }
 
 /// Nanos handles the ACPI power button itself (SIGTERM to the program).
 #[test]
 fn systemd_nanos_stop_powers_guest_down_within_timeout() {
-    stop_powers_guest_down("systemd_nanos_stop_powers_guest_down_within_timeout", Kind::Nanos);
+    stop_powers_guest_down(
+        "systemd_nanos_stop_powers_guest_down_within_timeout",
+        Kind::Nanos,
+    );
 }
 
 fn stop_powers_guest_down(test: &str, kind: Kind) {
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, kind, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, kind, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
@@ -666,7 +699,11 @@ fn stop_powers_guest_down(test: &str, kind: Kind) {
     let timeout = t.c.prop(&web.unit(), "TimeoutStopUSec");
     assert_eq!(timeout, "1min 5s", "TimeoutStopSec = stopTimeout 20 + 45");
     let (out, took) = t.stop(&web);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j = t.c.journal(&web.unit());
     assert!(
         j.contains("guest powered down (ACPI power button)"),
@@ -686,7 +723,11 @@ fn stop_powers_guest_down(test: &str, kind: Kind) {
     // QEMU exited 1 = program exited 0 (isa-debug-exit).
     assert!(!j.contains("stop-sigterm"), "{j}");
     assert_eq!(
-        props(&t, &web.unit(), &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"]),
+        props(
+            &t,
+            &web.unit(),
+            &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"]
+        ),
         "ActiveState=inactive Result=success ExecMainCode=1 ExecMainStatus=1",
         "QEMU did not exit (0 << 1) | 1 = 1 (program exited 0), counted as success:\n{j}"
     );
@@ -702,13 +743,17 @@ fn systemd_stop_quits_qemu_when_guest_ignores_power_button() {
     let mut web = VmSpec::web("web", "10.99.0.2");
     web.append = "mcp.ignore_power";
     web.stop_timeout = 3;
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
     t.wait_http(&web);
     let (out, took) = t.stop(&web);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j = t.c.journal(&web.unit());
     assert!(j.contains("ACPI power button ignored"), "{j}");
     assert!(
@@ -721,7 +766,11 @@ fn systemd_stop_quits_qemu_when_guest_ignores_power_button() {
     );
     assert!(!j.contains("stop-sigterm"), "{j}");
     assert_eq!(
-        props(&t, &web.unit(), &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"]),
+        props(
+            &t,
+            &web.unit(),
+            &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"]
+        ),
         "ActiveState=inactive Result=success ExecMainCode=1 ExecMainStatus=0",
         "QEMU did not exit 0 on quit:\n{j}"
     );
@@ -734,7 +783,7 @@ fn systemd_stop_quits_qemu_when_guest_ignores_power_button() {
 fn systemd_stop_signals_qemu_when_qmp_is_gone() {
     let test = "systemd_stop_signals_qemu_when_qmp_is_gone";
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
@@ -749,17 +798,28 @@ fn systemd_stop_signals_qemu_when_qmp_is_gone() {
     ]);
     assert!(gone.contains("qmp.sock"), "no QMP socket found to remove");
     let (out, took) = t.stop(&web);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j = t.c.journal(&web.unit());
     assert!(
         j.contains("QEMU ended by SIGTERM (QMP unavailable)"),
         "the helper did not end QEMU with its own signal:\n{j}"
     );
     // The helper's ExecStop succeeded; systemd did not have to step in.
-    assert!(!j.contains("Control process exited"), "ExecStop failed:\n{j}");
+    assert!(
+        !j.contains("Control process exited"),
+        "ExecStop failed:\n{j}"
+    );
     assert!(!j.contains("stop-sigterm"), "{j}");
     assert_eq!(
-        props(&t, &web.unit(), &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"]),
+        props(
+            &t,
+            &web.unit(),
+            &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus"]
+        ),
         "ActiveState=inactive Result=success ExecMainCode=1 ExecMainStatus=0",
         "QEMU did not exit 0 on SIGTERM:\n{j}"
     );
@@ -772,13 +832,20 @@ fn systemd_stop_signals_qemu_when_qmp_is_gone() {
 fn systemd_sigkill_of_qemu_restarts_and_status_trusts_new_qemu() {
     let test = "systemd_sigkill_of_qemu_restarts_and_status_trusts_new_qemu";
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
     t.wait_http(&web);
     let old = t.main_pid(&web);
-    t.c.ok(&["systemctl", "kill", "--kill-whom=main", "-s", "SIGKILL", &web.unit()]);
+    t.c.ok(&[
+        "systemctl",
+        "kill",
+        "--kill-whom=main",
+        "-s",
+        "SIGKILL",
+        &web.unit(),
+    ]);
     let restarted = t.c.wait_until(BOOT_LIMIT, || {
         let p = t.main_pid(&web);
         p > 1 && p != old && t.c.prop(&web.unit(), "ActiveState") == "active"
@@ -786,7 +853,11 @@ fn systemd_sigkill_of_qemu_restarts_and_status_trusts_new_qemu() {
     assert!(
         restarted,
         "not restarted after SIGKILL: {}\n{}",
-        props(&t, &web.unit(), &["ActiveState", "SubState", "Result", "NRestarts"]),
+        props(
+            &t,
+            &web.unit(),
+            &["ActiveState", "SubState", "Result", "NRestarts"]
+        ),
         t.c.journal(&web.unit())
     );
     assert_eq!(t.c.prop(&web.unit(), "NRestarts"), "1");
@@ -796,7 +867,10 @@ fn systemd_sigkill_of_qemu_restarts_and_status_trusts_new_qemu() {
     assert!(j.contains("status=9/KILL"), "{j}");
     // status, run outside the unit, trusts the new QEMU (and only it).
     let st = t.status_json(&web);
-    assert_eq!(st["running"], true, "status does not trust the new QEMU: {st}");
+    assert_eq!(
+        st["running"], true,
+        "status does not trust the new QEMU: {st}"
+    );
     assert_eq!(st["pid"], new, "{st}");
     assert!(st["stale"].is_null(), "{st}");
     let (out, _) = t.stop(&web);
@@ -808,30 +882,43 @@ fn systemd_sigkill_of_qemu_restarts_and_status_trusts_new_qemu() {
 
 #[test]
 fn systemd_program_exit_nonzero_fails_and_restarts() {
-    exit_nonzero_restarts("systemd_program_exit_nonzero_fails_and_restarts", Kind::Standin);
+    exit_nonzero_restarts(
+        "systemd_program_exit_nonzero_fails_and_restarts",
+        Kind::Standin,
+    );
 }
 
 /// Nanos's `debug_exit` carries the program's exit code to QEMU.
 #[test]
 fn systemd_nanos_program_exit_nonzero_fails_and_restarts() {
-    exit_nonzero_restarts("systemd_nanos_program_exit_nonzero_fails_and_restarts", Kind::Nanos);
+    exit_nonzero_restarts(
+        "systemd_nanos_program_exit_nonzero_fails_and_restarts",
+        Kind::Nanos,
+    );
 }
 
 fn exit_nonzero_restarts(test: &str, kind: Kind) {
     // The example server exits 2 on an unknown flag: QEMU exits 5.
     let web = VmSpec::web("web", "10.99.0.2").args(&["--no-such-flag"]);
-    let Some(t) = Tier::new(test, kind, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, kind, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
     let restarted = t.c.wait_until(BOOT_LIMIT, || {
-        t.c.prop(&web.unit(), "NRestarts").parse::<u32>().unwrap_or(0) >= 1
+        t.c.prop(&web.unit(), "NRestarts")
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 1
     });
     let j = t.c.journal(&web.unit());
     assert!(
         restarted,
         "a program exiting 2 was not restarted: {}\n{j}",
-        props(&t, &web.unit(), &["ActiveState", "Result", "ExecMainStatus"])
+        props(
+            &t,
+            &web.unit(),
+            &["ActiveState", "Result", "ExecMainStatus"]
+        )
     );
     if kind == Kind::Standin {
         assert!(j.contains("program exited with status 2"), "{j}");
@@ -848,7 +935,7 @@ fn exit_nonzero_restarts(test: &str, kind: Kind) {
 fn systemd_program_exit_zero_leaves_unit_inactive() {
     let test = "systemd_program_exit_zero_leaves_unit_inactive";
     let web = VmSpec::web("web", "10.99.0.2").args(&["--version"]);
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
@@ -862,7 +949,17 @@ fn systemd_program_exit_zero_leaves_unit_inactive() {
     let j = t.c.journal(&web.unit());
     assert!(j.contains("program exited with status 0"), "{j}");
     assert_eq!(
-        props(&t, &web.unit(), &["ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "NRestarts"]),
+        props(
+            &t,
+            &web.unit(),
+            &[
+                "ActiveState",
+                "Result",
+                "ExecMainCode",
+                "ExecMainStatus",
+                "NRestarts"
+            ]
+        ),
         "ActiveState=inactive Result=success ExecMainCode=1 ExecMainStatus=1 NRestarts=0",
         "QEMU did not exit (0 << 1) | 1 = 1 (program exited 0), or was restarted:\n{j}"
     );
@@ -883,12 +980,14 @@ fn systemd_removed_config_restart_is_skipped_not_failed() {
     t.wait_http(&web);
     t.wait_http(&other);
     let other_pid = t.main_pid(&other);
-    let state_before = t.c.ok(&["find", "/var/lib/mcp-unikernel", "-printf", "%P %i\n"]);
+    let state_before =
+        t.c.ok(&["find", "/var/lib/mcp-unikernel", "-printf", "%P %i\n"]);
 
     // What switch-to-configuration does when the unikernel was removed:
     // the JSON (and drop-in) are gone, the instance is restarted.
     fs::remove_file(t.c.path("/etc/mcp-unikernel/web.json")).unwrap();
-    let out = t.c.run(&["timeout", "120", "systemctl", "restart", &web.unit()]);
+    let out =
+        t.c.run(&["timeout", "120", "systemctl", "restart", &web.unit()]);
     let j = t.c.journal(&web.unit());
     assert!(
         out.status.success(),
@@ -900,20 +999,32 @@ fn systemd_removed_config_restart_is_skipped_not_failed() {
         "not skipped by its condition:\n{j}"
     );
     assert_eq!(
-        props(&t, &web.unit(), &["ActiveState", "ConditionResult", "Result"]),
+        props(
+            &t,
+            &web.unit(),
+            &["ActiveState", "ConditionResult", "Result"]
+        ),
         "ActiveState=inactive ConditionResult=no Result=success"
     );
     assert_eq!(t.c.prop(&web.build_unit(), "ConditionResult"), "no");
-    assert!(!t.c.run(&["systemctl", "is-failed", "--quiet", &web.unit()]).status.success());
+    assert!(!t
+        .c
+        .run(&["systemctl", "is-failed", "--quiet", &web.unit()])
+        .status
+        .success());
     // The stop still went through the guest (ExecStop works without config).
     assert!(j.contains("guest powered down"), "{j}");
     // Nothing else touched: the other VM runs on, same QEMU; rules, bridge
     // and the removed VM's state (its last good image) are still there.
     assert_eq!(t.main_pid(&other), other_pid);
-    assert_eq!(t.c.http_get(&other.url()).as_deref(), Some(other.content().as_str()));
+    assert_eq!(
+        t.c.http_get(&other.url()).as_deref(),
+        Some(other.content().as_str())
+    );
     assert_eq!(t.c.prop(FIREWALL_UNIT, "ActiveState"), "active");
     assert_eq!(t.c.prop(ADDRESS_UNIT, "ActiveState"), "active");
-    let state_after = t.c.ok(&["find", "/var/lib/mcp-unikernel", "-printf", "%P %i\n"]);
+    let state_after =
+        t.c.ok(&["find", "/var/lib/mcp-unikernel", "-printf", "%P %i\n"]);
     let web_files = |s: &str| {
         s.lines()
             .filter(|l| l.starts_with("web/image") || l.starts_with("other/"))
@@ -930,11 +1041,12 @@ fn systemd_removed_config_restart_is_skipped_not_failed() {
 fn systemd_security_exposure_not_worse_than_recorded() {
     let test = "systemd_security_exposure_not_worse_than_recorded";
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     let score = |unit: &str| -> (f64, String) {
-        let out = t.c.run(&["systemd-analyze", "security", "--no-pager", unit]);
+        let out =
+            t.c.run(&["systemd-analyze", "security", "--no-pager", unit]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let line = text
             .lines()
@@ -953,7 +1065,8 @@ fn systemd_security_exposure_not_worse_than_recorded() {
             .unwrap_or_else(|| panic!("cannot parse {line:?}"));
         (v, text)
     };
-    let docs = fs::read_to_string(Path::new(common::container::ROOT).join("docs/systemd.md")).unwrap();
+    let docs =
+        fs::read_to_string(Path::new(common::container::ROOT).join("docs/systemd.md")).unwrap();
     for (template, recorded) in RECORDED_EXPOSURE {
         let unit = template.replace("@.", "@web.");
         let (v, text) = score(&unit);
@@ -963,7 +1076,10 @@ fn systemd_security_exposure_not_worse_than_recorded() {
             "exposure of {unit} is {v}, worse than the recorded {recorded}:\n{text}"
         );
         let line = format!("`{template}`: exposure {recorded:.1}");
-        assert!(docs.contains(&line), "docs/systemd.md does not record {line:?}");
+        assert!(
+            docs.contains(&line),
+            "docs/systemd.md does not record {line:?}"
+        );
     }
 }
 
@@ -975,13 +1091,14 @@ fn systemd_permanent_failure_stops_at_start_limit() {
     // A bridge that does not exist: every start fails before QEMU runs.
     let mut web = VmSpec::web("web", "10.99.0.2");
     web.bridge = "mcp-br9";
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     let _ = t.start(&web);
     let t0 = Instant::now();
     let limited = t.c.wait_until(Duration::from_secs(60), || {
-        t.c.journal(&web.unit()).contains("Start request repeated too quickly")
+        t.c.journal(&web.unit())
+            .contains("Start request repeated too quickly")
     });
     let j = t.c.journal(&web.unit());
     assert!(
@@ -990,8 +1107,14 @@ fn systemd_permanent_failure_stops_at_start_limit() {
         props(&t, &web.unit(), &["ActiveState", "Result", "NRestarts"])
     );
     println!("{test}: start limit hit after {:?}", t0.elapsed());
-    assert!(j.contains("mcp-br9"), "the reason is not in the journal:\n{j}");
-    assert!(j.contains("Scheduled restart job, restart counter is at 4"), "{j}");
+    assert!(
+        j.contains("mcp-br9"),
+        "the reason is not in the journal:\n{j}"
+    );
+    assert!(
+        j.contains("Scheduled restart job, restart counter is at 4"),
+        "{j}"
+    );
     let n = t.c.prop(&web.unit(), "NRestarts");
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(t.c.prop(&web.unit(), "NRestarts"), n, "still restarting");
@@ -1002,7 +1125,7 @@ fn systemd_permanent_failure_stops_at_start_limit() {
 fn systemd_status_from_outside_never_removes_live_files() {
     let test = "systemd_status_from_outside_never_removes_live_files";
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
@@ -1033,7 +1156,11 @@ fn systemd_status_from_outside_never_removes_live_files() {
         let mut argv = vec![HELPER_INSIDE];
         argv.extend(args);
         let _ = t.c.run(&argv);
-        assert_eq!(t.runtime_files(&web), before, "{argv:?} changed the runtime dir");
+        assert_eq!(
+            t.runtime_files(&web),
+            before,
+            "{argv:?} changed the runtime dir"
+        );
         assert_eq!(
             t.runtime_files(&ghost),
             ghost_before,
@@ -1041,7 +1168,10 @@ fn systemd_status_from_outside_never_removes_live_files() {
         );
     }
     let st = t.status_json(&web);
-    assert_eq!(st["running"], true, "status does not trust the running QEMU: {st}");
+    assert_eq!(
+        st["running"], true,
+        "status does not trust the running QEMU: {st}"
+    );
     // And the unit still stops the guest the normal way.
     let (out, _) = t.stop(&web);
     assert!(out.status.success());
@@ -1058,7 +1188,7 @@ fn systemd_user_mode_port_forward_serves_http() {
     let test = "systemd_user_mode_port_forward_serves_http";
     let mut web = VmSpec::web("web", "");
     web.user_port = Some(18080);
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.start_ok(&web);
@@ -1078,7 +1208,7 @@ fn systemd_user_mode_port_forward_serves_http() {
 fn systemd_vm_never_runs_without_its_rules() {
     let test = "systemd_vm_never_runs_without_its_rules";
     let web = VmSpec::web("web", "10.99.0.2");
-    let Some(t) = Tier::new(test, Kind::Standin, &[web.clone()]) else {
+    let Some(t) = Tier::new(test, Kind::Standin, std::slice::from_ref(&web)) else {
         return;
     };
     t.c.ok(&["systemctl", "start", FIREWALL_UNIT]);
@@ -1086,15 +1216,28 @@ fn systemd_vm_never_runs_without_its_rules() {
     assert!(tables.contains("mcp-unikernel-host") && tables.contains("bridge mcp-unikernel"));
     t.c.ok(&["systemctl", "stop", FIREWALL_UNIT]);
     let tables = t.c.ok(&["nft", "list", "tables"]);
-    assert!(!tables.contains("mcp-unikernel"), "tables left after stop: {tables}");
+    assert!(
+        !tables.contains("mcp-unikernel"),
+        "tables left after stop: {tables}"
+    );
 
-    t.c.write("/etc/mcp-unikernel/firewall.nft", "this is not nft syntax\n", 0o644);
+    t.c.write(
+        "/etc/mcp-unikernel/firewall.nft",
+        "this is not nft syntax\n",
+        0o644,
+    );
     let out = t.start(&web);
     assert!(!out.status.success(), "the VM started without its rules");
     let settled = t.c.wait_until(Duration::from_secs(60), || {
-        t.c.text(&["systemctl", "list-jobs", "--no-legend"]).trim().is_empty()
+        t.c.text(&["systemctl", "list-jobs", "--no-legend"])
+            .trim()
+            .is_empty()
     });
-    assert!(settled, "jobs still queued: {}", t.c.text(&["systemctl", "list-jobs"]));
+    assert!(
+        settled,
+        "jobs still queued: {}",
+        t.c.text(&["systemctl", "list-jobs"])
+    );
     assert_eq!(t.c.prop(FIREWALL_UNIT, "ActiveState"), "failed");
     let j = t.c.journal(&web.unit());
     assert!(j.contains("Dependency failed"), "{j}");
@@ -1122,27 +1265,51 @@ fn systemd_units_nix_rejects_bad_values() {
         std::process::Command::new("nix-instantiate")
             .args(["--eval", "--strict", "--json", "--expr"])
             .arg(format!("import {} {{ {args} }}", lib.display()))
-            .env("NIX_CONFIG", "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =")
+            .env(
+                "NIX_CONFIG",
+                "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =",
+            )
             .output()
             .unwrap()
     };
     for (args, named) in [
         (r#"name = "Web";"#, "\"Web\""),
         (r#"name = "-web";"#, "\"-web\""),
-        (r#"name = "web"; restart = "on-watchdog";"#, "\"on-watchdog\""),
+        (
+            r#"name = "web"; restart = "on-watchdog";"#,
+            "\"on-watchdog\"",
+        ),
         (r#"name = "web"; after = [ "mcp-br0" ];"#, "\"mcp-br0\""),
-        (r#"name = "web"; requires = [ "a b.service" ];"#, "\"a b.service\""),
-        (r#"name = "web"; bindsTo = [ "x.services" ];"#, "\"x.services\""),
-        (r#"name = "web"; restartTriggers = [ "a\nb" ];"#, "\"a\\nb\""),
+        (
+            r#"name = "web"; requires = [ "a b.service" ];"#,
+            "\"a b.service\"",
+        ),
+        (
+            r#"name = "web"; bindsTo = [ "x.services" ];"#,
+            "\"x.services\"",
+        ),
+        (
+            r#"name = "web"; restartTriggers = [ "a\nb" ];"#,
+            "\"a\\nb\"",
+        ),
         (r#"name = "web"; stopTimeout = 0;"#, "0"),
     ] {
         let out = eval(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args} accepted");
-        assert!(err.contains(named), "{args}: error does not name {named}: {err}");
+        assert!(
+            err.contains(named),
+            "{args}: error does not name {named}: {err}"
+        );
     }
-    let out = eval(r#"name = "web"; stopTimeout = 10; buildTimeout = 60; buildNetwork = true; bindsTo = [ "sys-subsystem-net-devices-mcp\\x2dbr0.device" ];"#);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = eval(
+        r#"name = "web"; stopTimeout = 10; buildTimeout = 60; buildNetwork = true; bindsTo = [ "sys-subsystem-net-devices-mcp\\x2dbr0.device" ];"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["vmUnit"], "mcp-unikernel@web.service");
     assert_eq!(v["buildUnit"], "mcp-unikernel-build@web.service");

@@ -247,7 +247,8 @@ impl Container {
             .collect();
         let mut procs = vec![];
         for cg in &cgroups {
-            fs::create_dir_all(cg).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", cg.display()));
+            fs::create_dir_all(cg)
+                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", cg.display()));
             procs.push(
                 fs::OpenOptions::new()
                     .write(true)
@@ -302,7 +303,9 @@ impl Container {
         };
         // systemctl talks to PID 1 over this socket (no D-Bus needed).
         assert!(
-            c.wait_until(Duration::from_secs(30), || c.path("/run/systemd/private").exists()),
+            c.wait_until(Duration::from_secs(30), || c
+                .path("/run/systemd/private")
+                .exists()),
             "the container's systemd opened no /run/systemd/private in 30 s"
         );
         let out = c.run(&["timeout", "60", "systemctl", "is-system-running", "--wait"]);
@@ -324,7 +327,14 @@ impl Container {
             .args([
                 "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd", "--",
             ])
-            .args(["env", "-i", &format!("PATH={PATH}"), "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=", "LC_ALL=C"])
+            .args([
+                "env",
+                "-i",
+                &format!("PATH={PATH}"),
+                "SYSTEMD_COLORS=0",
+                "SYSTEMD_PAGER=",
+                "LC_ALL=C",
+            ])
             .args(argv)
             .stdin(Stdio::null());
         c
@@ -416,7 +426,12 @@ impl Drop for Container {
         }
         if std::thread::panicking() {
             let j = self.text(&[
-                "journalctl", "--no-pager", "-o", "short-monotonic", "-n", "300",
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "short-monotonic",
+                "-n",
+                "300",
             ]);
             eprintln!("---- journal of {} (last 300 lines)\n{j}----", self.machine);
         }
@@ -482,7 +497,10 @@ pub fn nix_str(s: &str) -> String {
 pub fn install_shipped_units(dir: &Path, helper: &str, nft: &str) -> Vec<String> {
     fs::create_dir_all(dir).unwrap();
     let mut names = vec![];
-    for e in fs::read_dir(Path::new(ROOT).join("systemd")).unwrap().flatten() {
+    for e in fs::read_dir(Path::new(ROOT).join("systemd"))
+        .unwrap()
+        .flatten()
+    {
         let file = e.file_name().to_string_lossy().into_owned();
         let name = file.strip_suffix(".in").unwrap_or(&file).to_owned();
         let text = fs::read_to_string(e.path()).unwrap();
