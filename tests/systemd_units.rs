@@ -426,10 +426,21 @@ impl Tier {
         c.ok(&["systemctl", "start", ANCHOR_UNIT]);
         // Every unit loads without complaint (a typo in a shipped file or a
         // drop-in shows up as "Unknown key" / a bad-setting load state).
+        let mut units = vec![FIREWALL_UNIT.to_owned(), "mcp-unikernels.target".to_owned()];
         for v in &self.vms {
-            for unit in [v.unit(), v.build_unit()] {
-                assert_eq!(self.c.prop(&unit, "LoadState"), "loaded", "{unit}");
-            }
+            units.extend([v.unit(), v.build_unit()]);
+        }
+        for unit in &units {
+            assert_eq!(self.c.prop(unit, "LoadState"), "loaded", "{unit}");
+        }
+        // The instances carry their drop-ins.
+        for v in &self.vms {
+            let dropins = self.c.prop(&v.unit(), "DropInPaths");
+            assert!(
+                dropins.contains("overrides.conf"),
+                "{}: {dropins}",
+                v.unit()
+            );
         }
         let warnings = c.text(&["journalctl", "--no-pager", "-o", "cat", "-p", "warning"]);
         for line in warnings.lines() {
