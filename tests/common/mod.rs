@@ -1,7 +1,9 @@
-//! Shared test harness: network namespaces and child guards (`netns`), and
-//! driving the helper with real guests (`vm`).
+//! Shared test harness: network namespaces and child guards (`netns`),
+//! driving the helper with real guests (`vm`), and a real systemd in a
+//! systemd-nspawn container (`container`, used by tests/systemd_units.rs).
 #![allow(dead_code)]
 
+pub mod container;
 pub mod netns;
 pub mod opsimage;
 pub mod vm;

@@ -175,6 +175,26 @@ pub fn net_probe() -> Result<PathBuf, String> {
     static_program("MCP_NET_PROBE", "net-probe", "static net-probe")
 }
 
+/// FNV-1a over the files tests/guest/build-initramfs.sh puts into the base
+/// initramfs (and the script itself).
+fn guest_sources_hash() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in [
+        "build-initramfs.sh",
+        "init",
+        "power-button",
+        "udhcpc.script",
+        "debug-exit.s",
+    ] {
+        let bytes = fs::read(Path::new(ROOT).join("tests/guest").join(f)).unwrap_or_default();
+        for b in f.bytes().chain([0u8]).chain(bytes) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// Kernel, base initramfs (built once per test binary by
 /// tests/guest/build-initramfs.sh) and the static example server.
 pub fn standin_guest() -> Result<StandinGuest, String> {
@@ -204,8 +224,10 @@ pub fn standin_guest() -> Result<StandinGuest, String> {
         .to_string_lossy()
         .trim_start_matches("vmlinuz-")
         .to_owned();
+    // Keyed by the sources too, so an edited init is never booted stale.
     let initrd = Path::new(ROOT).join(format!(
-        "target/test-guest/base-initramfs-{version}.cpio.gz"
+        "target/test-guest/base-initramfs-{version}-{:016x}.cpio.gz",
+        guest_sources_hash()
     ));
     if !initrd.is_file() {
         fs::create_dir_all(initrd.parent().unwrap()).unwrap();
@@ -313,6 +335,14 @@ pub fn nanos_guest() -> Result<Guest, String> {
         ops: ops()?,
         file_server: file_server()?,
     })
+}
+
+/// A QEMU exit the unit counts as clean (`SuccessExitStatus=1 31`, plus 0):
+/// 0 = QMP quit / SIGTERM / guest powered off without isa-debug-exit;
+/// (c << 1) | 1 through isa-debug-exit, c = 0 (program exited 0) or 15
+/// (program ended by SIGTERM, the power button of `stop`).
+pub fn clean_qemu_exit(st: std::process::ExitStatus) -> bool {
+    matches!(st.code(), Some(0 | 1 | 31))
 }
 
 /// Fields of /proc/PID/status.

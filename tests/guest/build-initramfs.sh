@@ -15,13 +15,15 @@
 # would: static IP on its virtio-net NIC, runs the program, powers off on the
 # ACPI power button (QMP system_powerdown) and when the program exits.
 #
-# Contents: busybox-static with applet symlinks, the kernel modules for
+# Contents: busybox-static with applet symlinks, /bin/mcp-debug-exit
+# (debug-exit.s: the program's exit code to QEMU's isa-debug-exit device, see
+# init), the kernel modules for
 # virtio-net over PCI and for the ACPI power button (with their dependencies,
 # resolved with kmod's `modprobe --show-depends`; built-in ones are skipped),
 # the busybox acpid action that powers off, and /init (tests/guest/init).
 #
 # KERNEL_VERSION defaults to the newest /boot/vmlinuz-*-cloud-amd64. Needs no
-# network and no root; takes about a second. The output depends only on the
+# network and no root (binutils' as and ld assemble debug-exit.s); about a second. The output depends only on the
 # inputs (sorted entries, owner 0:0, mtimes = SOURCE_DATE_EPOCH or 0,
 # `cpio --reproducible`, `gzip -n`).
 # Environment: BUSYBOX (default: busybox-static's /bin/busybox).
@@ -45,6 +47,9 @@ moddir=/lib/modules/$kver
 
 for tool in cpio gzip modprobe; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install cpio gzip kmod)"
+done
+for tool in as ld; do
+  command -v "$tool" >/dev/null || die "$tool not found (apt-get install binutils): it assembles debug-exit.s"
 done
 
 busybox=${BUSYBOX:-}
@@ -108,6 +113,12 @@ for m in $wanted; do
   done <<< "$deps"
 done
 echo "$kver" > "$root/etc/mcp/kernel-version"
+
+# /bin/mcp-debug-exit CODE: the exit code to QEMU's isa-debug-exit device
+# (the cloud kernel has no /dev/port). No libc; reproducible (no build id).
+as --64 -o "$stage/debug-exit.o" "$here/debug-exit.s"
+ld -static -nostdlib -s --build-id=none -o "$root/bin/mcp-debug-exit" "$stage/debug-exit.o"
+chmod 755 "$root/bin/mcp-debug-exit"
 
 install -m 755 "$here/init" "$root/init"
 install -m 755 "$here/power-button" "$root/etc/acpi/PWRF/00000080"
