@@ -4,7 +4,7 @@
 //! MAC), `paths`, `staging` + `inputs` (volume staging and input hashing),
 //! `digests` (remembered digests of large read-only inputs), `opsconfig` +
 //! `image` (image builds), `cpio` (Linux stand-in initramfs),
-//! `tap` (TAP devices and bridge ports) + `netlink` (rtnetlink link requests), `qemu` (command line), `qmp`,
+//! `tap` (TAP devices; bridge ports over rtnetlink), `qemu` (command line), `qmp` (peer-checked QMP),
 //! `procinfo` + `launch` (PID validation), `lock`, `privs`, and `commands`.
 
 pub mod commands;
@@ -16,7 +16,6 @@ pub mod image;
 pub mod inputs;
 pub mod launch;
 pub mod lock;
-pub mod netlink;
 pub mod opsconfig;
 pub mod paths;
 pub mod privs;
