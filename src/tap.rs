@@ -175,6 +175,25 @@ fn ioctl_err<'a>(name: &'a str, op: &'static str) -> impl FnOnce(Errno) -> NetEr
     }
 }
 
+/// One of the integer TUN ioctls declared above with `ioctl_write_int!`.
+type IntIoctl =
+    unsafe fn(libc::c_int, nix::sys::ioctl::ioctl_param_type) -> nix::Result<libc::c_int>;
+
+fn tun_int(
+    f: &fs::File,
+    name: &str,
+    op: &'static str,
+    ioctl: IntIoctl,
+    v: nix::sys::ioctl::ioctl_param_type,
+) -> Result<(), NetError> {
+    // SAFETY: `f` is a /dev/net/tun fd attached to `name` (tun_fd), and
+    // `ioctl` is TUNSETOWNER, TUNSETGROUP or TUNSETPERSIST, which take a
+    // plain integer argument.
+    unsafe { ioctl(f.as_raw_fd(), v) }
+        .map(drop)
+        .map_err(ioctl_err(name, op))
+}
+
 /// What `ensure` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TapOutcome {
@@ -195,18 +214,13 @@ pub fn ensure(name: &str, uid: u32, gid: u32) -> Result<TapOutcome, NetError> {
         TapOutcome::Created
     };
     let f = tun_fd(name)?;
-    let fd = f.as_raw_fd();
-    // SAFETY (all three): `fd` is a /dev/net/tun fd attached to `name`; these
-    // ioctls take a plain integer argument.
-    let set = (|| {
-        unsafe { tun_set_owner(fd, uid.into()) }.map_err(ioctl_err(name, "TUNSETOWNER"))?;
-        unsafe { tun_set_group(fd, gid.into()) }.map_err(ioctl_err(name, "TUNSETGROUP"))?;
-        unsafe { tun_set_persist(fd, 1) }.map_err(ioctl_err(name, "TUNSETPERSIST"))
-    })();
+    let set = tun_int(&f, name, "TUNSETOWNER", tun_set_owner, uid.into())
+        .and_then(|()| tun_int(&f, name, "TUNSETGROUP", tun_set_group, gid.into()))
+        .and_then(|()| tun_int(&f, name, "TUNSETPERSIST", tun_set_persist, 1));
     // On failure, closing a TAP this call created (not yet persistent)
     // removes it: no half-made device is left.
     drop(f);
-    set.map(|_| outcome)
+    set.map(|()| outcome)
 }
 
 /// What `remove_owned` did.
@@ -281,8 +295,7 @@ fn unpersist(name: &str, uid: Option<u32>) -> Result<(), NetError> {
             return Err(e);
         }
     }
-    // SAFETY: `f` is a /dev/net/tun fd attached to `name`; integer argument.
-    unsafe { tun_set_persist(f.as_raw_fd(), 0) }.map_err(ioctl_err(name, "TUNSETPERSIST(0)"))?;
+    tun_int(&f, name, "TUNSETPERSIST(0)", tun_set_persist, 0)?;
     drop(f);
     Ok(())
 }
