@@ -49,7 +49,11 @@ fn in_own_netns(test: &str) -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
-    assert!(out.status.success(), "{test} in {} failed:\n{text}", ns.name);
+    assert!(
+        out.status.success(),
+        "{test} in {} failed:\n{text}",
+        ns.name
+    );
     assert!(text.contains("1 passed"), "{text}");
     false
 }
@@ -95,7 +99,9 @@ fn bridge_vanishing_between_check_and_attach_is_named() {
     assert_eq!(sys("mcpt-tapv", "master"), "", "attached to something");
 
     // An interface of that name that is not a bridge is refused as such.
-    ip(&["link", "add", "mcpt-brv", "type", "veth", "peer", "name", "mcpt-brp"]);
+    ip(&[
+        "link", "add", "mcpt-brv", "type", "veth", "peer", "name", "mcpt-brp",
+    ]);
     let e = tap::attach_isolated("mcpt-tapv", "mcpt-brv").unwrap_err();
     assert!(matches!(e, NetError::NotABridge(_)), "{e}");
 
@@ -151,7 +157,9 @@ fn tap_is_removed_only_when_owned_by_the_uid() {
     assert!(e.to_string().contains("no user"), "{e}");
     assert!(tap::iface_exists("mcpt-tapn"));
     // Not a TAP at all: refused, left alone.
-    ip(&["link", "add", "mcpt-dum", "type", "veth", "peer", "name", "mcpt-dup"]);
+    ip(&[
+        "link", "add", "mcpt-dum", "type", "veth", "peer", "name", "mcpt-dup",
+    ]);
     let e = tap::remove_owned("mcpt-dum", NOBODY).unwrap_err();
     assert!(matches!(e, NetError::NotATap(_)), "{e}");
     assert!(tap::iface_exists("mcpt-dum"));
@@ -201,7 +209,10 @@ fn plain_qemu(sb: &Sandbox, name: &str) -> PlainQemu {
     let pid = guard.id();
     let t0 = Instant::now();
     while !(socket.exists() && paths.pidfile().exists()) {
-        assert!(t0.elapsed() < Duration::from_secs(20), "QEMU made no socket");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "QEMU made no socket"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let rec = LaunchRecord {
