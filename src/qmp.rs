@@ -266,12 +266,12 @@ impl Session {
             loop {
                 if *closed {
                     futures_util::select_biased! {
-                        _ = fd.readable().fuse() => return Some(true),
+                        r = fd.readable().fuse() => return r.is_ok().then_some(true),
                         _ = sleep => return Some(false),
                     }
                 }
                 futures_util::select_biased! {
-                    _ = fd.readable().fuse() => return Some(true),
+                    r = fd.readable().fuse() => return r.is_ok().then_some(true),
                     ev = events.next().fuse() => match ev {
                         Some(Ok(ev)) => seen.extend(interesting(ev)),
                         Some(Err(e)) => {
@@ -284,7 +284,7 @@ impl Session {
                 }
             }
         });
-        // No reactor for the pidfd (should not happen): plain poll.
+        // No reactor for the pidfd (should not happen): a plain poll.
         exited
             .unwrap_or_else(|| pidfd.wait_exit(deadline.saturating_duration_since(Instant::now())))
     }

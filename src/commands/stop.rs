@@ -106,6 +106,13 @@ pub fn run(roots: &Roots, name: &str) -> Result<Ended> {
                 }
                 if let Err(e) = qmp.quit() {
                     tracing::warn!(error = %e, "quit");
+                    // The session may be unusable (say, a message qapi could
+                    // not decode) while QEMU still runs: one fresh session.
+                    if !pidfd.wait_exit(Duration::ZERO) {
+                        if let Err(e) = qmp::quit(&paths.qmp_socket(), pid, QMP_TIMEOUT) {
+                            tracing::warn!(error = %e, "quit over a new QMP session");
+                        }
+                    }
                 }
                 if qmp.wait_exit(&pidfd, QUIT_WAIT) {
                     // The guest may have powered off just as quit went out:
