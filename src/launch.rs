@@ -1,7 +1,10 @@
 //! The launch record written just before exec, and PID validation: a PID is
 //! trusted only if that process runs as the VM's uid, its command line
-//! references this VM's own state or runtime dir, and its start time and the
-//! boot id match the record. Anything else is stale: reported, never
+//! references this VM's own state or runtime dir, and its start time matches
+//! the record. (The boot id is recorded but not compared: in a container,
+//! `ProtectKernelTunables=` shows the unit another boot id than the rest of
+//! the container sees, so a live VM would look stale from outside its unit.
+//! A reboot clears the runtime dir, and a reused PID has another start time.) Anything else is stale: reported, never
 //! signalled. Inspecting changes nothing; only `start` and `cleanup`, holding
 //! the VM's lock, clear stale files (`clear`).
 //!
@@ -92,13 +95,6 @@ pub fn validate(pid: i32, record: &LaunchRecord, paths: &VmPaths) -> Result<(), 
         return Err(format!(
             "pidfile names PID {pid} but the launch record names PID {}",
             record.pid
-        ));
-    }
-    let boot = procinfo::boot_id();
-    if record.boot_id != boot {
-        return Err(format!(
-            "PID {pid} was recorded under boot id {} (this is {boot}): before the last reboot, or in another container",
-            record.boot_id
         ));
     }
     let ticks = procinfo::start_ticks(pid).map_err(|_| format!("PID {pid} is not alive"))?;

@@ -6,8 +6,8 @@
 //! digests of large read-only inputs), `elfdeps` + `progstage` (the program
 //! and its libraries, found without executing it), `opsconfig` + `opsbuild`
 //! (the unprivileged `ops build`), `image` (cached builds), `standin` + `cpio`
-//! (Linux stand-in initramfs), `tap` (TAP devices and bridge ports) +
-//! `netlink` (rtnetlink link requests), `qemu` (command line), `qmp`,
+//! (Linux stand-in initramfs), `tap` (TAP devices; bridge ports over
+//! rtnetlink), `qemu` (command line), `qmp` (peer-checked QMP),
 //! `procinfo` + `launch` (PID validation), `lock`, `privs`, and `commands`.
 
 pub mod commands;
@@ -20,7 +20,6 @@ pub mod image;
 pub mod inputs;
 pub mod launch;
 pub mod lock;
-pub mod netlink;
 pub mod opsbuild;
 pub mod opsconfig;
 pub mod paths;

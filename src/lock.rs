@@ -4,9 +4,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -16,8 +18,10 @@ pub enum LockError {
     Busy { path: PathBuf },
 }
 
+/// Held until dropped (nix's `Flock` unlocks on drop) or, after
+/// `inherit_across_exec` and exec, for as long as the exec'd program lives.
 pub struct StartLock {
-    file: File,
+    file: Flock<File>,
 }
 
 impl StartLock {
@@ -33,30 +37,23 @@ impl StartLock {
                 path: path.to_owned(),
                 source,
             })?;
-        // SAFETY: valid fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(LockError::Busy {
-                    path: path.to_owned(),
-                });
-            }
-            return Err(LockError::Open {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(file) => Ok(StartLock { file }),
+            Err((_, Errno::EWOULDBLOCK)) => Err(LockError::Busy {
                 path: path.to_owned(),
-                source: e,
-            });
+            }),
+            Err((_, e)) => Err(LockError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            }),
         }
-        Ok(StartLock { file })
     }
 
     /// Let the lock's fd survive exec, so QEMU holds it.
     pub fn inherit_across_exec(&self) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: valid fd; clearing FD_CLOEXEC only.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd: &File = &self.file;
+        let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+        fcntl(fd, FcntlArg::F_SETFD(flags - FdFlag::FD_CLOEXEC))?;
         Ok(())
     }
 }
@@ -66,6 +63,62 @@ pub fn is_held(path: &Path) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
-    // SAFETY: valid fd; a shared, non-blocking probe released on close.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+    // A shared, non-blocking probe, released when the Flock drops.
+    Flock::lock(file, FlockArg::LockSharedNonblock).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(l: &StartLock) -> bool {
+        let fd: &File = &l.file;
+        FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap()).contains(FdFlag::FD_CLOEXEC)
+    }
+
+    #[test]
+    fn exclusive_then_busy_then_free_again() {
+        let dir = std::env::temp_dir().join(format!("mcp-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lock");
+        assert!(!is_held(&p));
+        let l = StartLock::acquire(&p).unwrap();
+        assert!(is_held(&p));
+        assert!(matches!(
+            StartLock::acquire(&p),
+            Err(LockError::Busy { .. })
+        ));
+        assert!(cloexec(&l), "std opens with O_CLOEXEC");
+        l.inherit_across_exec().unwrap();
+        assert!(!cloexec(&l), "FD_CLOEXEC still set");
+        drop(l);
+        assert!(!is_held(&p));
+        StartLock::acquire(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn fd_in_exec_child(l: &StartLock) -> String {
+        use std::os::fd::AsRawFd;
+        let fd = l.file.as_raw_fd();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("readlink /proc/self/fd/{fd} || true")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn lock_fd_reaches_an_exec_d_program_only_when_inherited() {
+        // flock belongs to the open file description, so the exec'd program
+        // (QEMU) holds the lock through the inherited fd.
+        let dir = std::env::temp_dir().join(format!("mcp-lock-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lock");
+        let l = StartLock::acquire(&p).unwrap();
+        assert_eq!(fd_in_exec_child(&l), "");
+        l.inherit_across_exec().unwrap();
+        assert_eq!(fd_in_exec_child(&l), p.display().to_string());
+        drop(l);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -18,7 +18,7 @@ use mcp_unikernel::paths::Roots;
     about = "Run Nanos unikernels as systemd services: stage volumes, build with ops, \
              put the VM on a TAP on an isolated bridge, exec QEMU, validate PIDs.",
     after_help = "Config schema: docs/config-schema.md. Logs go to stderr (the journal under systemd); \
-                  set MCP_LOG=debug for more."
+                  set MCP_LOG=debug for more. Errors exit with status 2 (one line naming the field and value)."
 )]
 struct Cli {
     /// Directory holding <name>.json instance configs.
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     let result: anyhow::Result<()> = match cli.command {
@@ -152,7 +152,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Not 1: the unit counts QEMU's 1 (the guest program exited 0) as
+            // success, and a `start` that fails before exec must not.
+            ExitCode::from(2)
         }
     }
 }

@@ -163,8 +163,13 @@ fn validated_process_is_running_and_stop_ends_it_by_pidfd() {
     assert!(!alive(pid), "stop did not end the validated process");
 }
 
+/// The boot id a unit sees can differ from the one the rest of its container
+/// sees (systemd's ProtectKernelTunables= remounts /proc/sys): a live VM
+/// whose record carries another boot id is still trusted, since its start
+/// time, uid and command line match. (A PID from before a reboot has another
+/// start time: see wrong_start_time_is_stale_even_when_cmdline_matches.)
 #[test]
-fn pid_from_before_reboot_is_stale() {
+fn another_boot_id_alone_does_not_make_a_live_vm_stale() {
     let sb = Sandbox::new("pidboot");
     let (guard, run) = vm_like_process(&sb);
     let pid = guard.id();
@@ -174,8 +179,8 @@ fn pid_from_before_reboot_is_stale() {
     rec["boot_id"] = "00000000-0000-0000-0000-000000000000".into();
     fs::write(&p, rec.to_string()).unwrap();
     let st = sb.status_json(None, "web");
-    assert_eq!(st["running"], false, "{st}");
-    assert!(st["stale"].as_str().unwrap().contains("reboot"), "{st}");
+    assert_eq!(st["running"], true, "{st}");
+    assert_eq!(st["pid"], pid, "{st}");
     assert!(alive(pid));
 }
 

@@ -181,6 +181,15 @@ fn serves_volume_and_stops_cleanly(test: &str, nanos: bool) {
             "{said}"
         );
     }
+    // It names the QMP event that ended QEMU: SHUTDOWN with its reason
+    // (guest-shutdown: the guest powered off; host-qmp-quit: quit), or, for a
+    // guest that leaves through isa-debug-exit, POWERDOWN and no SHUTDOWN.
+    assert!(
+        said.contains("; QMP event SHUTDOWN reason guest-shutdown")
+            || said.contains("; QMP event SHUTDOWN reason host-qmp-quit")
+            || said.contains("; QMP event POWERDOWN, then QEMU exited without a SHUTDOWN event"),
+        "stop did not name the QMP event: {said}"
+    );
     println!("stop: {}", said.trim());
     let status =
         wait_exit(&mut r.guard, Duration::from_secs(30)).expect("QEMU still running after stop");

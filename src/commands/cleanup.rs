@@ -15,7 +15,40 @@ use crate::paths::{Roots, VmPaths};
 use crate::privs;
 use crate::tap;
 
+/// What QEMU's exit status says about the guest (docs/helper.md "Exit
+/// status"): `(c << 1) | 1` is the program's exit code c through
+/// isa-debug-exit.
+pub fn describe_exit(code: &str, status: &str) -> String {
+    match (code, status.parse::<u32>()) {
+        ("exited", Ok(0)) => "QEMU quit (QMP quit or SIGTERM)".into(),
+        ("exited", Ok(n)) if n % 2 == 1 => {
+            let c = n >> 1;
+            if c == 15 {
+                "the guest program ended by SIGTERM (or exited 15)".into()
+            } else {
+                format!("the guest program exited with status {c} (or was killed by signal {c})")
+            }
+        }
+        ("exited", Ok(n)) => format!("QEMU exited with status {n}"),
+        (kind, _) => format!("QEMU {kind} {status}"),
+    }
+}
+
 pub fn run(roots: &Roots, name: &str) -> Result<()> {
+    // Under systemd (ExecStopPost) say how the VM ended, once, for the journal.
+    if let (Ok(result), Ok(code), Ok(status)) = (
+        std::env::var("SERVICE_RESULT"),
+        std::env::var("EXIT_CODE"),
+        std::env::var("EXIT_STATUS"),
+    ) {
+        tracing::info!(
+            service_result = %result,
+            exit_code = %code,
+            exit_status = %status,
+            "{name} ended: {}",
+            describe_exit(&code, &status)
+        );
+    }
     let paths = VmPaths::new(roots, name);
     if !paths.state.exists() && !paths.runtime.exists() {
         println!("{name}: nothing to clean up");
@@ -55,17 +88,33 @@ pub fn run(roots: &Roots, name: &str) -> Result<()> {
         ),
     };
     launch::clear(&paths).context("removing QEMU's runtime files and the launch record")?;
-    if let Some(t) = tap_name {
-        match tap::remove_if_owned(&t, uid)? {
-            tap::Removal::Removed => tracing::info!(tap = %t, "TAP removed"),
-            tap::Removal::Absent => {}
-            tap::Removal::NotOurs(owner) => tracing::warn!(
-                tap = %t,
-                owner = ?owner,
-                "TAP is not owned by this VM's uid; left alone"
-            ),
-        }
+    match (tap_name, uid) {
+        (Some(t), Some(uid)) => match tap::remove_owned(&t, uid) {
+            Ok(tap::Removed::Removed) => tracing::info!(tap = %t, "TAP removed"),
+            Ok(tap::Removed::Absent) => {}
+            Err(e @ tap::NetError::ForeignOwner { .. }) => {
+                tracing::warn!(error = %e, "TAP left alone")
+            }
+            Err(e) => return Err(e.into()),
+        },
+        (Some(t), None) => tracing::warn!(
+            tap = %t,
+            "the VM's uid is unknown (no config, no launch record); TAP left alone"
+        ),
+        (None, _) => {}
     }
     println!("{name}: cleaned up");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exit_statuses_decode_the_program_code() {
+        assert!(super::describe_exit("exited", "1").contains("exited with status 0"));
+        assert!(super::describe_exit("exited", "7").contains("status 3"));
+        assert!(super::describe_exit("exited", "31").contains("SIGTERM"));
+        assert!(super::describe_exit("exited", "0").contains("QMP quit"));
+        assert!(super::describe_exit("killed", "KILL").contains("killed KILL"));
+    }
 }

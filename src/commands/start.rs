@@ -96,7 +96,7 @@ pub fn run(roots: &Roots, name: &str, build: bool) -> Result<std::convert::Infal
     let (tap_name, ip) = match &v.net {
         ResolvedNet::Bridge(b) => {
             let outcome = tap::ensure(&b.tap, who.uid, who.gid)?;
-            if let Err(e) = tap::attach(&b.tap, &b.bridge) {
+            if let Err(e) = tap::attach_isolated(&b.tap, &b.bridge) {
                 if outcome == tap::TapOutcome::Created {
                     let _ = tap::remove(&b.tap);
                 }

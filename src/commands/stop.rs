@@ -1,6 +1,9 @@
 //! `stop NAME` (ExecStop): QMP `system_powerdown`, wait for QEMU to exit
 //! (bounded by the config's stop timeout), then QMP `quit`, then SIGKILL
-//! through a pidfd as the last resort. Says which one ended it.
+//! through a pidfd as the last resort; SIGTERM through the pidfd when QMP is
+//! unavailable (or its socket is not served by the validated QEMU). Says which
+//! one ended it, and the QMP event QEMU reported on the way out (`SHUTDOWN`
+//! with its reason, or `GUEST_PANICKED`), on stdout and in the journal.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,7 @@ use crate::config;
 use crate::launch::{self, PidState};
 use crate::paths::{Roots, VmPaths};
 use crate::procinfo::PidFd;
-use crate::qmp::Qmp;
+use crate::qmp::{self, QmpError, ShutdownCause};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -34,6 +37,19 @@ impl Ended {
 }
 
 const QUIT_WAIT: Duration = Duration::from_secs(5);
+const QMP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What QMP told about the end, for the result line.
+fn qmp_note(events: Option<&[qmp::VmEvent]>, ending: Option<&qmp::VmEvent>) -> String {
+    match (events, ending) {
+        (None, _) => String::new(),
+        (Some(_), Some(ev)) => format!("; QMP event {ev}"),
+        (Some(evs), None) if evs.contains(&qmp::VmEvent::Powerdown) => {
+            "; QMP event POWERDOWN, then QEMU exited without a SHUTDOWN event".into()
+        }
+        (Some(_), None) => "; QEMU exited without a SHUTDOWN event".into(),
+    }
+}
 
 pub fn run(roots: &Roots, name: &str) -> Result<Ended> {
     let paths = VmPaths::new(roots, name);
@@ -71,11 +87,13 @@ pub fn run(roots: &Roots, name: &str) -> Result<Ended> {
     }
 
     let t0 = Instant::now();
-    let ended = match Qmp::connect(&paths.qmp_socket(), Duration::from_secs(3)) {
+    // The session's peer must be `pid` (SO_PEERCRED), checked before anything
+    // is sent: a socket swapped for another VM's is refused.
+    let (ended, note, reason) = match qmp::Session::connect(&paths.qmp_socket(), pid, QMP_TIMEOUT) {
         Ok(mut qmp) => {
             tracing::info!(pid, "sending system_powerdown");
-            let pd = qmp.execute("system_powerdown");
-            if pd.is_ok() && pidfd.wait_exit(timeout) {
+            let pd = qmp.power_down();
+            let ended = if pd.is_ok() && qmp.wait_exit(&pidfd, timeout) {
                 Ended::PowerDown
             } else {
                 if let Err(e) = pd {
@@ -86,29 +104,58 @@ pub fn run(roots: &Roots, name: &str) -> Result<Ended> {
                         "guest did not power down in time; sending quit"
                     );
                 }
-                let _ = qmp.execute("quit");
-                if pidfd.wait_exit(QUIT_WAIT) {
-                    Ended::Quit
+                if let Err(e) = qmp.quit() {
+                    tracing::warn!(error = %e, "quit");
+                    // The session may be unusable (say, a message qapi could
+                    // not decode) while QEMU still runs: one fresh session.
+                    if !pidfd.wait_exit(Duration::ZERO) {
+                        if let Err(e) = qmp::quit(&paths.qmp_socket(), pid, QMP_TIMEOUT) {
+                            tracing::warn!(error = %e, "quit over a new QMP session");
+                        }
+                    }
+                }
+                if qmp.wait_exit(&pidfd, QUIT_WAIT) {
+                    // The guest may have powered off just as quit went out:
+                    // QEMU's SHUTDOWN reason says which it was.
+                    match qmp.shutdown_reason() {
+                        Some(ShutdownCause::guest_shutdown) => Ended::PowerDown,
+                        _ => Ended::Quit,
+                    }
                 } else {
                     kill(&pidfd)?
                 }
-            }
+            };
+            let reason = qmp.shutdown_reason();
+            (ended, qmp_note(Some(qmp.events()), qmp.ending()), reason)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "QMP unavailable; sending SIGTERM through the pidfd");
+            match &e {
+                QmpError::WrongPeer { .. } => {
+                    tracing::error!(error = %e, "QMP socket refused; sending SIGTERM through the pidfd")
+                }
+                _ => {
+                    tracing::warn!(error = %e, "QMP unavailable; sending SIGTERM through the pidfd")
+                }
+            }
             pidfd.signal(libc::SIGTERM).context("SIGTERM")?;
-            if pidfd.wait_exit(QUIT_WAIT) {
+            let ended = if pidfd.wait_exit(QUIT_WAIT) {
                 Ended::Terminated
             } else {
                 kill(&pidfd)?
-            }
+            };
+            (ended, String::new(), None)
         }
     };
-    println!(
-        "{name}: {} after {:.2} s",
-        ended.describe(),
-        t0.elapsed().as_secs_f64()
+    let secs = t0.elapsed().as_secs_f64();
+    tracing::info!(
+        pid,
+        ended = ?ended,
+        shutdown_reason = reason.map(|r| qapi::Enum::name(&r)).unwrap_or("-"),
+        elapsed_s = format!("{secs:.2}"),
+        "VM stopped: {}{note}",
+        ended.describe()
     );
+    println!("{name}: {} after {secs:.2} s{note}", ended.describe());
     Ok(ended)
 }
 
@@ -116,4 +163,30 @@ fn kill(pidfd: &PidFd) -> Result<Ended> {
     pidfd.signal(libc::SIGKILL).context("SIGKILL")?;
     anyhow::ensure!(pidfd.wait_exit(QUIT_WAIT), "QEMU survived SIGKILL");
     Ok(Ended::Killed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qmp::VmEvent;
+
+    #[test]
+    fn result_line_names_the_qmp_event() {
+        let evs = [
+            VmEvent::Powerdown,
+            VmEvent::Shutdown {
+                guest: true,
+                reason: ShutdownCause::guest_shutdown,
+            },
+        ];
+        assert_eq!(
+            qmp_note(Some(&evs), evs.get(1)),
+            "; QMP event SHUTDOWN reason guest-shutdown"
+        );
+        assert_eq!(
+            qmp_note(Some(&evs[..1]), None),
+            "; QMP event POWERDOWN, then QEMU exited without a SHUTDOWN event"
+        );
+        assert_eq!(qmp_note(None, None), "");
+    }
 }
