@@ -42,13 +42,22 @@ pub struct OpsSandbox<'a> {
     pub unshare_net: bool,
 }
 
-/// Whether this process's network namespace has nothing but loopback (as
-/// under systemd's PrivateNetwork=yes).
+/// Whether this thread's network namespace has nothing but loopback (as
+/// under systemd's PrivateNetwork=yes). Read from `/proc/thread-self/net/dev`,
+/// which lists the caller's namespace and needs no socket (the build unit
+/// allows no AF_NETLINK).
 pub fn netns_is_private() -> bool {
-    match nix::net::if_::if_nameindex() {
-        Ok(ifs) => ifs.iter().all(|i| i.name().to_bytes() == b"lo"),
-        Err(_) => false,
-    }
+    let Ok(dev) = fs::read_to_string("/proc/thread-self/net/dev")
+        .or_else(|_| fs::read_to_string("/proc/self/net/dev"))
+    else {
+        return false;
+    };
+    let names: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .collect();
+    !names.is_empty() && names.iter().all(|n| *n == "lo")
 }
 
 fn sandboxed(cmd: &mut Command, sb: &OpsSandbox) {
@@ -283,6 +292,31 @@ pub fn strip_ansi(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_network_namespace_counts_as_private() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        // In a namespace of its own (this thread only) there is just lo.
+        let private = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            netns_is_private()
+        })
+        .join()
+        .unwrap();
+        assert!(private);
+        // The test runner's namespace has more (tests/run runs as root on a
+        // host with a real NIC; skip the check where it has only lo).
+        let host = fs::read_to_string("/proc/self/net/dev").unwrap();
+        if host
+            .lines()
+            .skip(2)
+            .any(|l| !l.trim_start().starts_with("lo:"))
+        {
+            assert!(!netns_is_private());
+        }
+    }
 
     #[test]
     fn strips_colour_codes() {

@@ -164,7 +164,12 @@ mod tests {
             if got != expected {
                 return Err(format!("start_ticks {got}, /proc says {expected}: {stat}"));
             }
-            let argv = cmdline(pid).map_err(|e| e.to_string())?;
+            // Just after exec the command line can read empty for a moment.
+            let mut argv = cmdline(pid).map_err(|e| e.to_string())?;
+            while argv.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+                argv = cmdline(pid).map_err(|e| e.to_string())?;
+            }
             if argv != [exe.display().to_string(), "30".into()] {
                 return Err(format!("cmdline {argv:?}"));
             }

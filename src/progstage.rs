@@ -126,7 +126,12 @@ fn write_file(
         for c in parent.components() {
             dir.push(c);
             match fs::DirBuilder::new().mode(0o750).create(&dir) {
-                Ok(()) => set_group(&dir, gid).map_err(WriteError::Io)?,
+                Ok(()) => {
+                    // Our new dir: the exact mode, whatever the umask (0077 in the units).
+                    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+                        .map_err(WriteError::Io)?;
+                    set_group(&dir, gid).map_err(WriteError::Io)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(WriteError::Io(e)),
             }
@@ -147,6 +152,8 @@ fn write_file(
             }
         })?;
     io::Write::write_all(&mut f, bytes).map_err(WriteError::Io)?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(staged_mode))
+        .map_err(WriteError::Io)?;
     set_group(&dest, gid).map_err(WriteError::Io)
 }
 

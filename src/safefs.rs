@@ -156,6 +156,9 @@ pub fn write_private(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<
         Mode::from_bits_truncate(mode),
     )
     .map_err(errno_at("creating", &target))?;
+    // The exact mode, whatever the umask (0077 in the units).
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))
+        .map_err(errno_at("chmod", &target))?;
     let mut f = File::from(fd);
     f.write_all(bytes)
         .and_then(|()| f.sync_data())

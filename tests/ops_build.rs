@@ -371,3 +371,37 @@ fn an_ops_too_old_to_drive_is_refused_before_building() {
         .flatten()
         .all(|e| !e.file_name().to_string_lossy().contains(".tmp-")));
 }
+
+/// The units run the helper with UMask=0077; ops (as the VM's user) must
+/// still read its config and the staged tree, whose modes the helper sets
+/// exactly rather than through the umask.
+#[test]
+fn builds_under_the_units_umask() {
+    let Some(Setup { sb, .. }) = setup("builds_under_the_units_umask", "umask", "umask\n") else {
+        return;
+    };
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.config_dir.join("web.json")).unwrap()).unwrap();
+    if vm::qemu_user().is_none() {
+        return netns::skip("builds_under_the_units_umask", "no mcp-qemu user");
+    }
+    cfg["qemu_user"] = "mcp-qemu".into();
+    cfg["qemu_group"] = "mcp-qemu".into();
+    sb.write_config("web", &cfg);
+    let out = Command::new("sh")
+        .args(["-c", "umask 077; exec \"$@\"", "sh", vm::BIN])
+        .args(["--config-dir", sb.config_dir.to_str().unwrap()])
+        .args(["--state-dir", sb.state_dir.to_str().unwrap()])
+        .args(["--runtime-dir", sb.runtime_dir.to_str().unwrap()])
+        .args(["build", "web"])
+        .env_remove("MCP_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let staged = sb.state_dir.join("web/staging");
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(&staged.join("srv")), 0o750);
+    assert_eq!(mode(&staged.join(".mcp-unikernel/placeholder")), 0o750);
+}
