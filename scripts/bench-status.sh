@@ -20,12 +20,14 @@ mkdir -p "$tree/etc" "$tree/state" "$tree/run" "$tree/www"
 echo hello > "$tree/www/index.html"
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | head -1 || true)
 [ -n "$kernel" ] || kernel=/bin/true
+# QEMU never runs as root: as root use the demo's user.
+if [ "$(id -u)" -eq 0 ]; then qemu_user=mcp-qemu qemu_group=mcp-qemu; else qemu_user=$(id -un) qemu_group=$(id -gn); fi
 cat > "$tree/etc/web.json" <<JSON
 { "schema_version": 1, "name": "web", "program": "/bin/true",
   "memory_mib": 128, "accel": "tcg", "network": { "ip": "10.99.0.2" },
   "volumes": [ { "source": "$tree/www", "target": "/srv/www" } ],
   "direct_boot": { "kernel": "$kernel", "initrd": "/bin/true" },
-  "qemu_user": "$(id -un)", "qemu_group": "$(id -gn)" }
+  "qemu_user": "$qemu_user", "qemu_group": "$qemu_group" }
 JSON
 h=("$helper" --config-dir "$tree/etc" --state-dir "$tree/state" --runtime-dir "$tree/run")
 "${h[@]}" status web >/dev/null
@@ -45,14 +47,14 @@ measure() { # measure LABEL CMD...
   fi
 }
 measure "status web (stopped)" "${h[@]}" status web
-mkdir -p "$tree/run/web"
-sh -c 'while :; do sleep 1; done' "$tree/run/web/qmp.sock" &
+mkdir -p "$tree/run/web/vm"
+sh -c 'while :; do sleep 1; done' "$tree/run/web/vm/qmp.sock" &
 vmpid=$!
 sleep 0.2
 ticks=$(sed 's/.*) //' "/proc/$vmpid/stat" | cut -d' ' -f20)
-echo "$vmpid" > "$tree/run/web/qemu.pid"
-printf '{"name":"web","pid":%s,"start_ticks":%s,"boot_id":"%s","tap":null,"ip":"10.99.0.2","image_hash":"h","started_unix":0}\n' \
-  "$vmpid" "$ticks" "$(cat /proc/sys/kernel/random/boot_id)" > "$tree/run/web/launch.json"
+echo "$vmpid" > "$tree/run/web/vm/qemu.pid"
+printf '{"name":"web","pid":%s,"start_ticks":%s,"boot_id":"%s","uid":%s,"tap":null,"ip":"10.99.0.2","image_hash":"h","started_unix":0}\n' \
+  "$vmpid" "$ticks" "$(cat /proc/sys/kernel/random/boot_id)" "$(id -u)" > "$tree/run/web/launch.json"
 "${h[@]}" status web | grep -q running || { echo "bench-status.sh: the stand-in VM does not validate" >&2; "${h[@]}" status web >&2; exit 1; }
 measure "status web (running)" "${h[@]}" status web
 measure "check-config" "${h[@]}" check-config "$tree/etc/web.json"

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::netns::{self, ChildGuard};
-use common::vm::Sandbox;
+use common::vm::{self, Sandbox};
 use serde_json::json;
 
 /// The unprivileged owner of the volume (CI creates it, scripts/setup.sh).
@@ -84,22 +84,6 @@ fn attacker_ids(test: &str) -> Option<(u32, u32)> {
             None
         }
     }
-}
-
-/// A build-only stand-in config: placeholder kernel/initrd, no boot.
-fn build_config(sb: &Sandbox, vol: &Path) -> serde_json::Value {
-    let kernel = sb.root.join("placeholder-kernel");
-    let initrd = sb.root.join("placeholder-initrd");
-    fs::write(&kernel, b"placeholder kernel").unwrap();
-    fs::write(&initrd, b"").unwrap();
-    json!({
-        "schema_version": 1,
-        "name": "web",
-        "program": "/bin/true",
-        "network": { "ip": "10.99.0.2" },
-        "volumes": [ { "source": vol, "target": "/srv/www" } ],
-        "direct_boot": { "kernel": kernel, "initrd": initrd }
-    })
 }
 
 /// A tmpfs mounted for the test, unmounted on drop (also on panic).
@@ -428,7 +412,7 @@ fn race(test: &str, kind: Swap) {
     if vol.join("d/x").exists() {
         chown(vol.join("d/x"), Some(uid), Some(gid)).unwrap();
     }
-    let mut cfg = build_config(&sb, &vol);
+    let mut cfg = vm::build_only_config(&sb, &vol);
     cfg["volumes"] = (0..VOLUMES)
         .map(|i| {
             let target = if i == 0 {
@@ -584,7 +568,7 @@ fn volume_source_through_a_symlink_is_refused() {
     symlink(real.join("vol"), sb.root.join("vol-link")).unwrap();
     // The source itself a symlink, and a symlink in a parent component.
     for source in [sb.root.join("vol-link"), sb.root.join("link/vol")] {
-        let mut cfg = build_config(&sb, &source);
+        let mut cfg = vm::build_only_config(&sb, &source);
         cfg["volumes"][0]["source"] = json!(source);
         sb.write_config("web", &cfg);
         let out = sb.run(None, &["build", "web"]);
@@ -603,7 +587,7 @@ fn volume_source_through_a_symlink_is_refused() {
         );
     }
     // The same dir named by its real path builds.
-    sb.write_config("web", &build_config(&sb, &real.join("vol")));
+    sb.write_config("web", &vm::build_only_config(&sb, &real.join("vol")));
     let out = sb.run(None, &["build", "web"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
@@ -619,7 +603,7 @@ fn volume_data_over_the_limit_is_refused_before_anything_is_staged() {
     big.set_len(3 << 20).unwrap();
     let total = (3u64 << 20) + 5;
 
-    let mut cfg = build_config(&sb, &vol);
+    let mut cfg = vm::build_only_config(&sb, &vol);
     cfg["volume_limit_mib"] = json!(2);
     sb.write_config("web", &cfg);
     let out = sb.run(None, &["build", "web"]);

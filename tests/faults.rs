@@ -14,24 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::netns::{self, ChildGuard};
 use common::vm::{self, Guest, Sandbox};
-use serde_json::json;
-
-/// A build-only config for the stand-in path with placeholder kernel/initrd
-/// files (no boot happens): staging and image swaps are what is tested.
-fn build_only_config(sb: &Sandbox, vol: &Path) -> serde_json::Value {
-    let kernel = sb.root.join("placeholder-kernel");
-    let initrd = sb.root.join("placeholder-initrd");
-    fs::write(&kernel, b"placeholder kernel").unwrap();
-    fs::write(&initrd, b"").unwrap();
-    json!({
-        "schema_version": 1,
-        "name": "web",
-        "program": "/bin/true",
-        "network": { "ip": "10.99.0.2" },
-        "volumes": [ { "source": vol, "target": "/srv/www" } ],
-        "direct_boot": { "kernel": kernel, "initrd": initrd }
-    })
-}
 
 fn image_hash(sb: &Sandbox) -> String {
     fs::read_to_string(sb.state_dir.join("web/image/inputs.hash")).unwrap_or_default()
@@ -54,7 +36,7 @@ fn helper_killed_during_staging_keeps_last_good_image() {
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("index.html"), "v1").unwrap();
-    sb.write_config("web", &build_only_config(&sb, &vol));
+    sb.write_config("web", &vm::build_only_config(&sb, &vol));
     let out = sb.run(None, &["build", "web"]);
     assert!(
         out.status.success(),
@@ -146,7 +128,7 @@ fn disk_full_during_staging_is_a_clear_error_and_keeps_the_old_image() {
     let vol = sb.root.join("www");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("index.html"), "small").unwrap();
-    sb.write_config("web", &build_only_config(&sb, &vol));
+    sb.write_config("web", &vm::build_only_config(&sb, &vol));
     let out = sb.run(None, &["build", "web"]);
     assert!(
         out.status.success(),

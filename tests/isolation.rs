@@ -23,6 +23,8 @@
 
 mod common;
 
+use common::nix::nix_eval;
+
 use common::netns::{self, ChildGuard, NetNs};
 use common::vm;
 use std::io::{BufRead, BufReader};
@@ -258,23 +260,6 @@ fn nix_expr_with(vms: &[&VmDecl], tcp: &[u32], udp: &[u32], extra: &str) -> Stri
         ports(udp),
         nix_list(&vms)
     )
-}
-
-/// `nix-instantiate --eval --strict --json --expr EXPR`; Ok(json) or Err(stderr).
-fn nix_eval(expr: &str) -> Result<serde_json::Value, String> {
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "--expr", expr])
-        .env(
-            "NIX_CONFIG",
-            "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =",
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("run nix-instantiate");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
 }
 
 /// One string output (`ruleset`, `removal`) of the function for EXPR.

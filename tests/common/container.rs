@@ -456,23 +456,9 @@ impl Drop for Container {
     }
 }
 
-/// `nix-instantiate --eval --strict --json --expr EXPR`.
+/// `nix-instantiate --eval --strict --json --expr EXPR`, which must succeed.
 pub fn nix_eval(expr: &str) -> serde_json::Value {
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "--expr", expr])
-        .env(
-            "NIX_CONFIG",
-            "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =",
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("run nix-instantiate");
-    assert!(
-        out.status.success(),
-        "nix-instantiate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON")
+    super::nix::nix_eval(expr).unwrap_or_else(|e| panic!("nix-instantiate: {e}"))
 }
 
 /// A Nix string literal.

@@ -5,5 +5,6 @@
 
 pub mod container;
 pub mod netns;
+pub mod nix;
 pub mod opsimage;
 pub mod vm;

@@ -509,3 +509,20 @@ pub fn kill_helper_during_ops_build(
     );
     ops_pid
 }
+
+/// A build-only stand-in config with placeholder kernel/initrd files (no boot
+/// happens): for tests of staging, image swaps and builds.
+pub fn build_only_config(sb: &Sandbox, vol: &Path) -> serde_json::Value {
+    let kernel = sb.root.join("placeholder-kernel");
+    let initrd = sb.root.join("placeholder-initrd");
+    fs::write(&kernel, b"placeholder kernel").unwrap();
+    fs::write(&initrd, b"").unwrap();
+    serde_json::json!({
+        "schema_version": 1,
+        "name": "web",
+        "program": "/bin/true",
+        "network": { "ip": "10.99.0.2" },
+        "volumes": [ { "source": vol, "target": "/srv/www" } ],
+        "direct_boot": { "kernel": kernel, "initrd": initrd }
+    })
+}
