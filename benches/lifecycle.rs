@@ -733,10 +733,11 @@ impl<'a> Vm<'a> {
     /// --clear-groups -- <argv>` with a TAP made by hand beforehand.
     fn spawn_plain(&self, argv: &[String], user: &str) -> R<Started> {
         self.hand_tap(user)?;
-        let rt = self.sb.runtime_dir.join(&self.name);
-        for f in ["qmp.sock", "qemu.pid", "launch.json"] {
-            let _ = fs::remove_file(rt.join(f));
-        }
+        // QEMU's own dir (socket, pidfile, overlay), as the helper makes it.
+        let vm_dir = self.sb.runtime_dir.join(&self.name).join("vm");
+        let _ = fs::remove_dir_all(&vm_dir);
+        fs::create_dir_all(&vm_dir).map_err(|e| e.to_string())?;
+        run_ok(Command::new("chown").arg(format!("{user}:{user}")).arg(&vm_dir))?;
         let log = self.log_path("plain");
         let f = fs::File::create(&log).map_err(|e| e.to_string())?;
         let t0 = Instant::now();
@@ -815,7 +816,8 @@ impl<'a> Vm<'a> {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        if !st.success() {
+        // 0: quit; 1: the program exited 0; 31: it ended by SIGTERM (docs/helper.md).
+        if !common::vm::clean_qemu_exit(st) {
             return Err(format!(
                 "QEMU exit status {st} after stop; log:\n{}",
                 tail(&s.log, 20)
@@ -827,19 +829,17 @@ impl<'a> Vm<'a> {
 
     /// QMP `system_powerdown` by hand → QEMU exit.
     fn stop_plain(&self, s: &mut Started) -> R<Duration> {
-        let sock = self.sb.runtime_dir.join(&self.name).join("qmp.sock");
+        let vm_dir = self.sb.runtime_dir.join(&self.name).join("vm");
+        let sock = vm_dir.join("qmp.sock");
         let t0 = Instant::now();
         qmp_cmd(&sock, "system_powerdown")?;
         let (st, t_exit) = wait_exit(&mut s.guard, Duration::from_secs(60))
             .ok_or("plain QEMU still running 60 s after system_powerdown")?;
-        if !st.success() {
+        if !common::vm::clean_qemu_exit(st) {
             return Err(format!("plain QEMU exit status {st}"));
         }
         let _ = ip_ns(self.ns, &["link", "del", &self.tap()]);
-        let rt = self.sb.runtime_dir.join(&self.name);
-        for f in ["qmp.sock", "qemu.pid"] {
-            let _ = fs::remove_file(rt.join(f));
-        }
+        let _ = fs::remove_dir_all(&vm_dir);
         Ok(t_exit - t0)
     }
 

@@ -159,9 +159,10 @@ pub fn write_private(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<
     // The exact mode, whatever the umask (0077 in the units).
     nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))
         .map_err(errno_at("chmod", &target))?;
-    let mut f = File::from(fd);
-    f.write_all(bytes)
-        .and_then(|()| f.sync_data())
+    // No fsync: what is written here (the launch record in /run, a build's
+    // ops config in its scratch dir) does not outlive a crash of the host.
+    File::from(fd)
+        .write_all(bytes)
         .map_err(io_at("writing", &target))?;
     nix::fcntl::renameat(&dfd, tmp.as_str(), &dfd, name).map_err(errno_at("renaming into", &target))
 }
