@@ -89,8 +89,13 @@ pub struct Network {
     pub prefix_length: u8,
     #[serde(default = "default_gateway")]
     pub gateway: String,
+    /// The guest's resolvers: exactly these (its /etc/resolv.conf), none
+    /// when empty — never ops's default 8.8.8.8.
     #[serde(default)]
     pub nameservers: Vec<String>,
+    /// Servers of the Nanos `ntp` klib (`ntp_servers`); required with it.
+    #[serde(default)]
+    pub ntp_servers: Vec<String>,
     #[serde(default)]
     pub tap: Option<String>,
     #[serde(default)]
@@ -108,6 +113,7 @@ impl Default for Network {
             prefix_length: default_prefix(),
             gateway: default_gateway(),
             nameservers: Vec::new(),
+            ntp_servers: Vec::new(),
             tap: None,
             mac: None,
             ports: Vec::new(),
@@ -232,6 +238,7 @@ pub struct BridgeNet {
     pub netmask: Ipv4Addr,
     pub gateway: Ipv4Addr,
     pub nameservers: Vec<Ipv4Addr>,
+    pub ntp_servers: Vec<Ipv4Addr>,
     pub tap: String,
     pub mac: String,
 }
