@@ -74,6 +74,7 @@ rec {
       memory_mib = u.memory;
       network = {
         inherit (u.network) mode nameservers;
+        ntp_servers = u.network.ntpServers;
         bridge = cfg.bridge.name;
         ip = if isBridge then u.network.ip else null;
         prefix_length = prefixLength;
