@@ -181,6 +181,19 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     #[serde(default)]
     pub direct_boot: Option<DirectBoot>,
+    /// What `gc` does with the VM's state once its config is gone.
+    #[serde(default)]
+    pub on_remove: OnRemove,
+}
+
+/// `on_remove`: keep the state dir of a removed VM, or purge it (state dir,
+/// runtime dir, TAP) at the next `gc` (src/commands/purge.rs).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemove {
+    #[default]
+    Keep,
+    Purge,
 }
 
 fn default_protocol() -> Protocol {
@@ -284,6 +297,11 @@ impl Validated {
             ResolvedNet::User { .. } => None,
         }
     }
+}
+
+/// A VM name given on the command line (it becomes a path component).
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
+    validate::check_name(Path::new("(command line)"), "name (argument)", name)
 }
 
 /// Read and validate `<config_dir>/<name>.json`.
