@@ -95,6 +95,7 @@ rec {
       qemu_user = u.user;
       qemu_group = u.group;
       stop_timeout_secs = u.stopTimeout;
+      on_remove = u.onRemove;
       direct_boot =
         if u.directBoot == null then
           null

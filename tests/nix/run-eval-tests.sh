@@ -79,6 +79,7 @@ EVAL_TESTS=(
   assert-bridge-mode-ports assert-name-invalid assert-bridge-mac-invalid good-config-no-assertions
   egress-per-vm-ports dns-ntp-defaults dns-ntp-none-by-default assert-nameserver-unreachable assert-nameserver-port-not-allowed
   assert-ntp-klib-without-servers assert-ntp-server-unreachable assert-gateway-ports-user-mode
+  on-remove-json-and-gc-unit on-remove-gc-unit-without-unikernels on-remove-rejects-other-values
   flake-ops-package flake-module-defaults flake-checks-default flake-helper-units flake-lock-pinned
   checks-evaluate
 )
@@ -405,7 +406,7 @@ for n in ('mcp-unikernel@web.service', 'mcp-unikernel-build@web.service'):
     os.makedirs('$u/' + n + '.d', exist_ok=True)
     open('$u/' + n + '.d/overrides.conf', 'w').write(d['units'][n]['text'])
 "
-    if o=$(cd "$u" && SYSTEMD_UNIT_PATH="$u:" systemd-analyze verify --man=no mcp-unikernel@web.service mcp-unikernel-build@web.service 2>&1 \
+    if o=$(cd "$u" && SYSTEMD_UNIT_PATH="$u:" systemd-analyze verify --man=no mcp-unikernel@web.service mcp-unikernel-build@web.service mcp-unikernel-gc.service 2>&1 \
            | grep -v -e 'not found' -e 'Unit .* is not loaded' ); [ -z "$o" ]; then
       pass "nix-eval units-systemd-verify"
     else
@@ -418,7 +419,7 @@ fi
 check json-schema "$GOOD" 'json' '
 keys = {"schema_version","name","program","args","env","memory_mib","vcpus","accel","network","volumes",
         "volume_limit_mib","klibs","ops_extra","nanos_dir","ops","qemu","qemu_user","qemu_group",
-        "stop_timeout_secs","direct_boot"}
+        "stop_timeout_secs","direct_boot","on_remove"}
 netkeys = {"mode","bridge","ip","prefix_length","gateway","nameservers","ntp_servers","tap","mac","ports"}
 assert set(d) == {"web","a-rather-long-name-for-a-unikernel","usermode","manual"}, sorted(d)
 w = json.loads(d["web"])
@@ -636,6 +637,34 @@ assert_case assert-bridge-mac-invalid \
   "{ services.mcp.bridge.macAddress = \"03:00:00:00:00:01\"; }" \
   'services\.mcp\.bridge\.macAddress = "03:00:00:00:00:01" is not a unicast MAC address'
 check good-config-no-assertions "$GOOD" failedAssertions 'assert d == [], d'
+
+# ---- onRemove and mcp-unikernel-gc.service (issue 15) ------------------------
+check on-remove-json-and-gc-unit "$(with_good '{ services.mcp.unikernels.manual.onRemove = "purge"; }')" "{
+    inherit json units packages;
+    fewer = (import $eroot/tests/nix/eval.nix { nixpkgsLib = $libdir; moduleFile = $module;
+      config = $(with_good '{ services.mcp.unikernels.manual.onRemove = "purge"; services.mcp.unikernels.manual.enable = false; }'); }).units.\"mcp-unikernel-gc.service\".text;
+  }" '
+assert json.loads(d["json"]["web"])["on_remove"] == "keep", "default keep"
+assert json.loads(d["json"]["manual"])["on_remove"] == "purge"
+g = d["units"]["mcp-unikernel-gc.service"]
+assert g["overrideStrategy"] == "asDropin" and g["wantedBy"] == ["multi-user.target"] and g["enable"] is True, g
+t = get(ini(g["text"]), "Unit", "X-Restart-Triggers")
+assert len(t) == 1 and t[0].startswith("/nix/store/"), g["text"]
+f = get(ini(d["fewer"]), "Unit", "X-Restart-Triggers")
+assert f != t, ("removing a unikernel must restart the gc unit (its trigger changes)", t, f)
+'
+check on-remove-gc-unit-without-unikernels '{ }' '{ inherit units packages; }' '
+assert "mcp-unikernel-gc.service" in d["units"], ("the gc unit must stay when the last unikernel is removed", list(d["units"]))
+assert d["packages"], "the package (with the gc unit) must stay installed"
+assert not [n for n in d["units"] if n.startswith("mcp-unikernel@")], d["units"].keys()
+'
+if ev "$(with_good "{ $WEB.onRemove = \"delete\"; }")" 'eval.config.services.mcp.unikernels.web.onRemove' >/dev/null; then
+  fail "nix-eval on-remove-rejects-other-values" "onRemove = \"delete\" was accepted"
+elif grep -q 'services\.mcp\.unikernels\.web\.onRemove' "$work/stderr"; then
+  pass "nix-eval on-remove-rejects-other-values"
+else
+  fail "nix-eval on-remove-rejects-other-values" "$(nixerr)"
+fi
 
 # ---- per-VM egress, the guest's resolver and NTP servers (issue 15) ---------
 check egress-per-vm-ports "$GOOD" '{ inherit etcText networking; }' '
