@@ -12,6 +12,9 @@
 #   host/network.nix     the bridge and the isolation tables
 #   host/users.nix       one system user + group per unikernel
 #   host/assertions.nix  assertions and warnings
+#   host/on-remove.nix   onRemove and mcp-unikernel-gc.service (purge on removal)
+#   host/guest-network.nix  per-VM gateway ports, the guest's resolver and
+#                        NTP servers (options, defaults, assertions)
 #   host/common.nix      values they all derive from the configuration
 #
 # Module arguments used: config, lib, pkgs, utils (utils.escapeSystemdPath).
@@ -22,5 +25,7 @@
     ./host/network.nix
     ./host/users.nix
     ./host/assertions.nix
+    ./host/guest-network.nix
+    ./host/on-remove.nix
   ];
 }

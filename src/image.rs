@@ -128,6 +128,7 @@ fn base_inputs(
     if let Some(p) = program {
         p.hash_into(&mut h);
     }
+    crate::guestfiles::hash_into(v, &mut h);
     h.field("volume-limit", &c.volume_limit_mib.to_le_bytes());
     match &c.direct_boot {
         Some(db) => {
@@ -342,6 +343,8 @@ fn stage_and_build(
             if let (true, Some(p)) = (nanos, program) {
                 p.stage(&scratch, opts.group)?;
             }
+            crate::guestfiles::stage(v, &scratch, opts.group)
+                .map_err(io_err("staging /etc/resolv.conf into", &scratch))?;
             Ok(report)
         });
     let report = match staged_ok {

@@ -16,6 +16,7 @@ pub mod cpio;
 pub mod derive;
 pub mod digests;
 pub mod elfdeps;
+pub mod guestfiles;
 pub mod image;
 pub mod inputs;
 pub mod launch;

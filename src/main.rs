@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use mcp_unikernel::commands::{build, cleanup, start, status, stop};
+use mcp_unikernel::commands::{build, cleanup, purge, start, status, stop};
 use mcp_unikernel::config;
 use mcp_unikernel::paths::Roots;
 
@@ -82,6 +82,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a VM's state dir, runtime dir and TAP (refuses while it runs;
+    /// never follows links). For a VM removed from the configuration.
+    Purge { name: String },
+    /// For each VM whose config is gone: purge it when it was declared with
+    /// `on_remove = "purge"`, else keep it (`list`: removed (state kept)).
+    Gc,
     /// Validate a config file without touching anything; print the derived
     /// values (TAP, MAC, netmask) as JSON.
     CheckConfig { file: PathBuf },
@@ -138,6 +144,8 @@ fn main() -> ExitCode {
                 .collect();
             status::print(&list, json)
         }
+        Cmd::Purge { name } => purge::purge(&roots, &name),
+        Cmd::Gc => purge::gc(&roots),
         Cmd::CheckConfig { file } => config::load_file(&file).map_err(Into::into).and_then(|v| {
             let out = serde_json::json!({
                 "ok": true,

@@ -71,9 +71,17 @@ pub fn render(v: &Validated, dirs: &[String]) -> Value {
         // ops's --netmask flag (default 255.255.255.0) overrides
         // RunConfig.NetMask; the manifest passthrough is applied last.
         manifest.insert("netmask".into(), json!(b.netmask.to_string()));
+        // Without NameServers ops writes `nameserver 8.8.8.8`; the helper's
+        // own /etc/resolv.conf in the staging tree (`resolv_conf`, in Dirs,
+        // which ops adds after its own) replaces that file either way.
         if !b.nameservers.is_empty() {
             let ns: Vec<String> = b.nameservers.iter().map(|a| a.to_string()).collect();
             cfg.insert("NameServers".into(), json!(ns));
+        }
+        // The ntp klib's servers: without them it uses pool.ntp.org.
+        if !b.ntp_servers.is_empty() || c.klibs.iter().any(|k| k == "ntp") {
+            let ntp: Vec<String> = b.ntp_servers.iter().map(|a| a.to_string()).collect();
+            manifest.insert("ntp_servers".into(), json!(ntp));
         }
     }
     // Allowlisted operator extras (src/config/ops_extra.rs): manifest
@@ -93,6 +101,28 @@ pub fn render(v: &Validated, dirs: &[String]) -> Value {
     cfg.insert("ManifestPassthrough".into(), Value::Object(manifest));
     cfg.insert("RunConfig".into(), Value::Object(run));
     Value::Object(cfg)
+}
+
+/// The guest's `/etc/resolv.conf`, staged by the helper for every guest
+/// (src/guestfiles.rs): exactly the configured resolvers, or none — ops's
+/// own file would say `nameserver 8.8.8.8`, which the isolated bridge never
+/// reaches.
+pub fn resolv_conf(v: &Validated) -> String {
+    let servers = match &v.net {
+        ResolvedNet::Bridge(b) => b.nameservers.clone(),
+        ResolvedNet::User { .. } => Vec::new(),
+    };
+    if servers.is_empty() {
+        return "# mcp-unikernel: no resolver (network.nameservers is empty: this guest reaches none)\n"
+            .into();
+    }
+    let mut s = String::from(
+        "# mcp-unikernel: network.nameservers (the gateway, the only host this guest reaches)\n",
+    );
+    for ns in servers {
+        s.push_str(&format!("nameserver {ns}\n"));
+    }
+    s
 }
 
 /// A minimal static x86-64 ELF executable (`exit(0)`), the program ops is

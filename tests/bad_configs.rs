@@ -33,6 +33,37 @@ fn good(dir: &Path) -> Value {
 
 fn cases() -> Vec<Case> {
     vec![
+        // The guest's resolver and time source: only the gateway is reachable.
+        Case {
+            what: "nameserver other than the gateway (unreachable from the bridge)",
+            name: "web",
+            edit: |c, _| c["network"]["nameservers"] = json!(["8.8.8.8"]),
+            field: "network.nameservers[0]",
+            value: "8.8.8.8",
+        },
+        Case {
+            what: "NTP server other than the gateway",
+            name: "web",
+            edit: |c, _| c["network"]["ntp_servers"] = json!(["10.99.0.1", "10.99.0.9"]),
+            field: "network.ntp_servers[1]",
+            value: "10.99.0.9",
+        },
+        Case {
+            what: "ntp klib without NTP servers (would use pool.ntp.org)",
+            name: "web",
+            edit: |c, _| c["klibs"] = json!(["tls", "ntp"]),
+            field: "klibs[1]",
+            value: "ntp",
+        },
+        Case {
+            what: "nameserver for a user-mode guest (restrict=on reaches nothing)",
+            name: "web",
+            edit: |c, _| {
+                c["network"] = json!({"mode": "user", "nameservers": ["10.0.2.3"]});
+            },
+            field: "network.nameservers[0]",
+            value: "10.0.2.3",
+        },
         Case {
             what: "malformed IP",
             name: "web",

@@ -37,6 +37,8 @@ const BRIDGE: &str = "mcp-br0";
 const GW: &str = "10.99.0.1";
 const ALLOWED_TCP: u16 = 8080;
 const OTHER_TCP: u16 = 9090;
+/// A gateway port only vm1 may reach (vm1's own `allowedTCPPorts`).
+const ONLY_VM1_TCP: u16 = 7070;
 const SRV: u16 = 8080;
 const OUTSIDE_HOST: &str = "192.168.77.1";
 const OUTSIDE: &str = "192.168.77.2";
@@ -50,6 +52,8 @@ struct VmDecl {
     tap: &'static str,
     ip: &'static str,
     mac: &'static str,
+    /// Gateway TCP ports only this VM may reach (its own `allowedTCPPorts`).
+    own_tcp: &'static [u16],
 }
 
 const VM1: VmDecl = VmDecl {
@@ -57,12 +61,14 @@ const VM1: VmDecl = VmDecl {
     tap: "mcp-vm1",
     ip: "10.99.0.2",
     mac: "02:00:00:00:00:01",
+    own_tcp: &[ONLY_VM1_TCP],
 };
 const VM2: VmDecl = VmDecl {
     name: "vm2",
     tap: "mcp-vm2",
     ip: "10.99.0.3",
     mac: "02:00:00:00:00:02",
+    own_tcp: &[],
 };
 /// Attached to the bridge, but not declared to the rules.
 const ROGUE: VmDecl = VmDecl {
@@ -70,6 +76,7 @@ const ROGUE: VmDecl = VmDecl {
     tap: "rogue0",
     ip: "10.99.0.9",
     mac: "02:00:00:00:00:09",
+    own_tcp: &[],
 };
 
 // ---------------------------------------------------------------- helpers
@@ -246,9 +253,14 @@ fn nix_expr_with(vms: &[&VmDecl], tcp: &[u32], udp: &[u32], extra: &str) -> Stri
     let vms: Vec<String> = vms
         .iter()
         .map(|v| {
+            let own: Vec<String> = v.own_tcp.iter().map(|p| p.to_string()).collect();
             format!(
-                r#"{{ name = "{}"; tap = "{}"; ip = "{}"; mac = "{}"; }}"#,
-                v.name, v.tap, v.ip, v.mac
+                r#"{{ name = "{}"; tap = "{}"; ip = "{}"; mac = "{}"; allowedTCPPorts = {}; }}"#,
+                v.name,
+                v.tap,
+                v.ip,
+                v.mac,
+                nix_list(&own)
             )
         })
         .collect();
@@ -450,9 +462,10 @@ impl Lab {
         }
 
         // Listeners: gateway on an allowed and a not-allowed port, each VM, outside.
-        let listeners: [(&NetNs, &str, u16); 5] = [
+        let listeners: [(&NetNs, &str, u16); 6] = [
             (&lab.host, GW, ALLOWED_TCP),
             (&lab.host, GW, OTHER_TCP),
+            (&lab.host, GW, ONLY_VM1_TCP),
             (&lab.vm1, VM1.ip, SRV),
             (&lab.vm2, VM2.ip, SRV),
             (&lab.outside, OUTSIDE, SRV),
@@ -722,6 +735,25 @@ fn run_matrix(lab: &Lab) -> Vec<Cell> {
             Some(VM1.ip),
         ),
         tcp("vm2", &gw_allowed, Open, &lab.vm2, GW, ALLOWED_TCP, None),
+        // Per-VM egress: vm1's own port is open to vm1 only.
+        tcp(
+            "vm1",
+            &format!("gateway {GW}:{ONLY_VM1_TCP} (vm1's own port)"),
+            Open,
+            &lab.vm1,
+            GW,
+            ONLY_VM1_TCP,
+            Some(VM1.ip),
+        ),
+        tcp(
+            "vm2",
+            &format!("gateway {GW}:{ONLY_VM1_TCP} (vm1's own port)"),
+            Blocked,
+            &lab.vm2,
+            GW,
+            ONLY_VM1_TCP,
+            None,
+        ),
         tcp(
             "vm1",
             &format!("gateway {GW}:{OTHER_TCP} (not allowed)"),
@@ -1155,6 +1187,7 @@ fn ruleset_parses() {
         tap: "mcp-a-long-1f2e",
         ip: "10.99.0.254",
         mac: "02:12:34:56:78:9a",
+        own_tcp: &[],
     };
     let removal = removal();
     let rm = TempFile::new(&removal);
@@ -1263,24 +1296,28 @@ fn nix_rejects_bad_values() {
         tap: "mcp-vm1",
         ip: "10.99.0.300",
         mac: "02:00:00:00:00:01",
+        own_tcp: &[],
     };
     let bad_tap = VmDecl {
         name: "vm1",
         tap: "mcp-much-too-long0",
         ip: "10.99.0.2",
         mac: "02:00:00:00:00:01",
+        own_tcp: &[],
     };
     let bad_mac = VmDecl {
         name: "vm1",
         tap: "mcp-vm1",
         ip: "10.99.0.2",
         mac: "02:00:00:00:00:0G",
+        own_tcp: &[],
     };
     let dup = VmDecl {
         name: "vm2",
         tap: "mcp-vm2",
         ip: "10.99.0.2",
         mac: "02:00:00:00:00:02",
+        own_tcp: &[],
     };
     for (vms, needle) in [
         (vec![&bad_ip], "10.99.0.300"),
@@ -1334,6 +1371,7 @@ fn nanos_decl(sb: &vm::Sandbox, name: &'static str, ip: &'static str) -> VmDecl 
         tap: leak("tap"),
         ip,
         mac: leak("mac"),
+        own_tcp: &[],
     }
 }
 
@@ -1391,6 +1429,18 @@ fn nanos_matrix(host: &NetNs, outside: &NetNs, n1: &VmDecl, n2: &VmDecl) -> Vec<
             format!("gateway {GW}:{ALLOWED_TCP} (allowed)"),
             Open,
             guest_connect(host, n2.ip, GW, ALLOWED_TCP),
+        ),
+        cell(
+            "nanos1",
+            format!("gateway {GW}:{ONLY_VM1_TCP} (nanos1's own port)"),
+            Open,
+            guest_connect(host, n1.ip, GW, ONLY_VM1_TCP),
+        ),
+        cell(
+            "nanos2",
+            format!("gateway {GW}:{ONLY_VM1_TCP} (nanos1's own port)"),
+            Blocked,
+            guest_connect(host, n2.ip, GW, ONLY_VM1_TCP),
         ),
         cell(
             "nanos1",
@@ -1501,7 +1551,10 @@ fn isolation_matrix_nanos_guests() {
             }),
         );
     }
-    let n1 = nanos_decl(&sb, "nanos1", "10.99.0.2");
+    let n1 = VmDecl {
+        own_tcp: &[ONLY_VM1_TCP],
+        ..nanos_decl(&sb, "nanos1", "10.99.0.2")
+    };
     let n2 = nanos_decl(&sb, "nanos2", "10.99.0.3");
     let rules = ruleset(&[&n1, &n2], &[ALLOWED_TCP as u32], &[5353]);
     let f = TempFile::new(&rules);
@@ -1510,6 +1563,7 @@ fn isolation_matrix_nanos_guests() {
     let _listeners = [
         spawn_listener(&host, GW, ALLOWED_TCP),
         spawn_listener(&host, GW, OTHER_TCP),
+        spawn_listener(&host, GW, ONLY_VM1_TCP),
         spawn_listener(&outside, OUTSIDE, SRV),
     ];
 

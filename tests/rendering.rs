@@ -58,7 +58,7 @@ fn bridge_kvm_nanos() {
         "schema_version": 1, "name": "mcat", "program": "/bin/true",
         "args": ["-config", "/srv/mcat/mcat.toml"], "env": {"RUST_LOG": "info"},
         "memory_mib": 256, "vcpus": 2,
-        "network": {"ip": "10.99.0.2", "nameservers": ["10.99.0.1"]},
+        "network": {"ip": "10.99.0.2", "nameservers": ["10.99.0.1"], "ntp_servers": ["10.99.0.1"]},
         "volumes": [{"source": "/tmp", "target": "/srv/mcat"}],
         "klibs": ["ntp"],
         "ops_extra": {"Debugflags": ["trace"], "ManifestPassthrough": {"futex_trace": "t"}}
@@ -110,4 +110,38 @@ fn direct_boot_standin() {
         "direct-boot-standin.args",
         &argv_text(&qemu::argv(&v, &paths, &boot)),
     );
+}
+
+/// The guest's resolver and time source (issue 15, part 3): the gateway
+/// when the module allowed UDP 53 / 123 to it, otherwise none — stated
+/// explicitly (the staged /etc/resolv.conf replaces ops's, which would say
+/// 8.8.8.8; `ntp_servers` is always written with the ntp klib).
+#[test]
+fn dns_and_ntp_cases() {
+    let cases = [
+        (
+            "dns-ntp-gateway",
+            json!({"ip": "10.99.0.2", "nameservers": ["10.99.0.1"], "ntp_servers": ["10.99.0.1"]}),
+            json!(["ntp"]),
+        ),
+        (
+            "dns-gateway-no-ntp",
+            json!({"ip": "10.99.0.2", "nameservers": ["10.99.0.1"]}),
+            json!([]),
+        ),
+        ("dns-none", json!({"ip": "10.99.0.2"}), json!([])),
+        ("dns-none-user-mode", json!({"mode": "user"}), json!([])),
+    ];
+    for (name, network, klibs) in cases {
+        let cfg = json!({
+            "schema_version": 1, "name": "dns", "program": "/bin/true",
+            "network": network, "klibs": klibs
+        });
+        let v = parse_and_validate(Path::new("dns.json"), &cfg.to_string()).unwrap();
+        let ops = serde_json::to_string_pretty(&opsconfig::render(&v, &["etc".to_owned()]))
+            .unwrap()
+            + "\n";
+        compare(&format!("{name}.ops.json"), &ops);
+        compare(&format!("{name}.resolv.conf"), &opsconfig::resolv_conf(&v));
+    }
 }

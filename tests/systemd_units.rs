@@ -317,6 +317,7 @@ impl Tier {
                 [
                     "mcp-unikernel-build@.service",
                     "mcp-unikernel-firewall.service",
+                    "mcp-unikernel-gc.service",
                     "mcp-unikernel@.service",
                     "mcp-unikernels.target"
                 ]

@@ -42,6 +42,10 @@ rec {
   bridgedAll = lib.filterAttrs (_: u: u.network.mode == "bridge") enabledAll;
   bridged = lib.filterAttrs (_: u: u.network.mode == "bridge") enabled;
 
+  # Gateway ports a unikernel may reach: the global lists plus its own.
+  gatewayTCPPorts = u: lib.unique (cfg.firewall.allowedTCPPorts ++ u.network.allowedGatewayTCPPorts);
+  gatewayUDPPorts = u: lib.unique (cfg.firewall.allowedUDPPorts ++ u.network.allowedGatewayUDPPorts);
+
   helper = lib.getExe' cfg.package "mcp-unikernel";
   qemuArch = pkgs.stdenv.hostPlatform.qemuArch or "x86_64";
   qemuBinary = "${cfg.qemuPackage}/bin/qemu-system-${qemuArch}";
@@ -70,6 +74,7 @@ rec {
       memory_mib = u.memory;
       network = {
         inherit (u.network) mode nameservers;
+        ntp_servers = u.network.ntpServers;
         bridge = cfg.bridge.name;
         ip = if isBridge then u.network.ip else null;
         prefix_length = prefixLength;
@@ -90,6 +95,7 @@ rec {
       qemu_user = u.user;
       qemu_group = u.group;
       stop_timeout_secs = u.stopTimeout;
+      on_remove = u.onRemove;
       direct_boot =
         if u.directBoot == null then
           null
@@ -141,6 +147,8 @@ rec {
         inherit (u.network) ip;
         tap = derive.tapName name;
         mac = derive.mac name;
+        allowedTCPPorts = u.network.allowedGatewayTCPPorts;
+        allowedUDPPorts = u.network.allowedGatewayUDPPorts;
       }) (lib.filterAttrs (_: u: u.network.ip != null && derive.isIPv4 u.network.ip) bridged);
     }
     // lib.optionalAttrs (builtins.functionArgs nftLib ? tapIngressHooks) {

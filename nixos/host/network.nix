@@ -42,8 +42,11 @@ in
         };
         # The host firewall (iptables or nftables) must also let the VMs reach
         # the allowed gateway ports.
+        # The host firewall sees only the bridge, not which VM: it gets the
+        # union; the isolation tables keep each VM to its own ports.
         networking.firewall.interfaces.${br} = {
-          inherit (cfg.firewall) allowedTCPPorts allowedUDPPorts;
+          allowedTCPPorts = lib.unique (lib.concatMap c.gatewayTCPPorts (lib.attrValues bridged));
+          allowedUDPPorts = lib.unique (lib.concatMap c.gatewayUDPPorts (lib.attrValues bridged));
         };
       })
 

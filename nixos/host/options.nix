@@ -176,8 +176,13 @@ let
           nameservers = mkOption {
             type = types.listOf types.str;
             default = [ ];
+            defaultText = lib.literalMD "`[ <gateway> ]` when UDP 53 to the gateway is allowed for this unikernel (global or {option}`network.allowedGatewayUDPPorts`), else `[ ]` (host/guest-network.nix)";
             example = [ "10.99.0.1" ];
-            description = "DNS servers for the guest (IPv4).";
+            description = ''
+              DNS servers for the guest (its /etc/resolv.conf). Only the gateway
+              can be reached from the bridge; empty means no resolver at all
+              (not ops's default 8.8.8.8).
+            '';
           };
           ports = mkOption {
             type = types.listOf portType;

@@ -4,7 +4,8 @@
 #   import ./nftables.nix {
 #     bridge = "mcp-br0"; gateway = "10.99.0.1"; prefixLength = 24;
 #     allowedTCPPorts = [ 443 ]; allowedUDPPorts = [ ];
-#     vms = [ { name = "mcat"; tap = "mcp-mcat"; ip = "10.99.0.2"; mac = "02:aa:bb:cc:dd:ee"; } ];
+#     vms = [ { name = "mcat"; tap = "mcp-mcat"; ip = "10.99.0.2"; mac = "02:aa:bb:cc:dd:ee";
+#               allowedTCPPorts = [ 8443 ]; allowedUDPPorts = [ ]; } ];   # per-VM ports: optional
 #     tapIngressHooks = true;   # optional, default true (needs Linux >= 6.16, see below)
 #   }
 #   => {
@@ -19,7 +20,8 @@
 #      }
 #
 # Policy (docs/firewall.md): no NAT, no uplink. A VM may reach only the gateway
-# (the host's bridge address) on the allowed ports, ICMP echo and ARP for the
+# (the host's bridge address) on the allowed ports (the global lists, plus the
+# VM's own lists in its inet chain `gw-<name>`), ICMP echo and ARP for the
 # gateway; nothing is forwarded to or from the bridge; VM-to-VM frames are
 # dropped; each VM's TAP must carry that VM's MAC/IPv4 (anti-spoofing) and a
 # VM's MAC is accepted on no other bridge port; IPv6 from VMs is dropped.
@@ -86,6 +88,9 @@ let
         tap = checkIfname "tap of vm ${toString (vm.name or "?")}" (vm.tap or null);
         ip = checkIPv4 "ip of vm ${toString (vm.name or "?")}" (vm.ip or null);
         mac = checkMAC "mac of vm ${toString (vm.name or "?")}" (vm.mac or null);
+        # Gateway ports only this VM may reach (on top of the global lists).
+        tcp = checkPorts "allowedTCPPorts of vm ${toString (vm.name or "?")}" (vm.allowedTCPPorts or [ ]);
+        udp = checkPorts "allowedUDPPorts of vm ${toString (vm.name or "?")}" (vm.allowedUDPPorts or [ ]);
       };
 
   br = checkIfname "bridge" bridge;
@@ -210,7 +215,19 @@ let
   # ---- inet family: the host's IP stack ----
   hostTable = "mcp-unikernel-host";
 
-  hostContent = lines [
+  # VMs with gateway ports of their own, and the chain holding them (it
+  # returns to from-vms, whose final rule drops, when no port matches).
+  perVM = filter (vm: vm.tcp != [ ] || vm.udp != [ ]) vmList;
+  gwChain =
+    vm:
+    chain "gw-${vm.name}" (lines (
+      [ "# ${vm.name} (${vm.ip}): gateway ports only this VM may reach" ]
+      ++ (if vm.tcp == [ ] then [ ] else [ "ip daddr ${gw} tcp dport ${set vm.tcp} accept comment \"TCP ports allowed to ${vm.name}\"" ])
+      ++ (if vm.udp == [ ] then [ ] else [ "ip daddr ${gw} udp dport ${set vm.udp} accept comment \"UDP ports allowed to ${vm.name}\"" ])
+    ));
+
+  hostContent = lines (
+  [
     (chain "input" ''
       type filter hook input priority filter; policy accept;
       # Everything the VMs send to the host goes through from-vms.
@@ -233,6 +250,11 @@ let
       ]
       ++ (if tcp == [ ] then [ "# (no TCP ports allowed)" ] else [ "ip daddr ${gw} tcp dport ${set tcp} accept comment \"allowed TCP ports on the gateway\"" ])
       ++ (if udp == [ ] then [ "# (no UDP ports allowed)" ] else [ "ip daddr ${gw} udp dport ${set udp} accept comment \"allowed UDP ports on the gateway\"" ])
+      ++ (if perVM == [ ] then [ ] else [
+        "# Ports only some VMs may reach: each VM's own chain (its source address is"
+        "# trusted here: the MAC + IPv4 pair above can only come from its TAP)."
+      ])
+      ++ map (vm: "ip saddr ${vm.ip} jump gw-${vm.name}") perVM
       ++ [
         "ip daddr ${gw} icmp type echo-request accept comment \"ping the gateway\""
         "# Anything else from the bridge to the host (other ports, other host"
@@ -240,6 +262,9 @@ let
         "counter drop"
       ]
     )))
+  ]
+  ++ concatMap (vm: [ "" (gwChain vm) ]) perVM
+  ++ [
     ""
     (chain "forward" ''
       type filter hook forward priority filter; policy accept;
@@ -247,7 +272,7 @@ let
       # with net.ipv4.ip_forward=1 on the host.
       iifname ${q br} counter drop comment "from a VM to anywhere off the bridge"
       oifname ${q br} counter drop comment "from anywhere off the bridge to a VM"'')
-  ];
+  ]);
 
   # ---- arp family: the host's ARP on the bridge ----
   # Here the interface is the bridge itself (ARP the host receives through

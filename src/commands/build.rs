@@ -17,6 +17,8 @@ pub fn run(roots: &Roots, name: &str) -> Result<image::Image> {
     let paths = VmPaths::new(roots, name);
     ensure_state(roots, &paths)?;
     let _lock = lock_vm(&paths, name, "building (stop it first)")?;
+    // What `gc` does with this state once the config is gone.
+    crate::commands::purge::remember(&v, &paths)?;
     let img = image::ensure(&v, &paths, &who)?;
     println!(
         "{name}: image {} ({})",

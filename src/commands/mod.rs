@@ -1,5 +1,6 @@
 pub mod build;
 pub mod cleanup;
+pub mod purge;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -27,6 +27,9 @@ pub struct VmStatus {
     /// QEMU (left as they are; `cleanup` removes them).
     pub stale: Option<String>,
     pub config_error: Option<String>,
+    /// The config is gone but state or runtime files are left (`on_remove =
+    /// "keep"`, or not purged yet): `mcp-unikernel purge NAME` removes them.
+    pub removed: bool,
 }
 
 pub fn one(roots: &Roots, name: &str) -> VmStatus {
@@ -51,6 +54,7 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
             .ok()
             .and_then(|v| image::current_hash(v, &paths)),
         stale: None,
+        removed: crate::commands::purge::config_removed(roots, name),
         config_error,
     };
     match launch::inspect(&paths) {
@@ -112,19 +116,21 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<8} {:>8} {:<15} {:<15} {:>8} {:<12}",
+        "{:<20} {:<20} {:>8} {:<15} {:<15} {:>8} {:<12}",
         "NAME", "STATE", "PID", "IP", "TAP", "UPTIME", "IMAGE"
     );
     for s in list {
         let state = if s.running {
             "running"
+        } else if s.removed {
+            "removed (state kept)"
         } else if s.stale.is_some() {
             "stale"
         } else {
             "stopped"
         };
         println!(
-            "{:<20} {:<8} {:>8} {:<15} {:<15} {:>8} {:<12}",
+            "{:<20} {:<20} {:>8} {:<15} {:<15} {:>8} {:<12}",
             s.name,
             state,
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -142,7 +148,12 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
                 s.name
             );
         }
-        if let Some(e) = &s.config_error {
+        if s.removed {
+            println!(
+                "  no config any more; `mcp-unikernel purge {}` removes its state, runtime dir and TAP",
+                s.name
+            );
+        } else if let Some(e) = &s.config_error {
             println!("  config: {e}");
         }
     }

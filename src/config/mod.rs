@@ -89,8 +89,13 @@ pub struct Network {
     pub prefix_length: u8,
     #[serde(default = "default_gateway")]
     pub gateway: String,
+    /// The guest's resolvers: exactly these (its /etc/resolv.conf), none
+    /// when empty — never ops's default 8.8.8.8.
     #[serde(default)]
     pub nameservers: Vec<String>,
+    /// Servers of the Nanos `ntp` klib (`ntp_servers`); required with it.
+    #[serde(default)]
+    pub ntp_servers: Vec<String>,
     #[serde(default)]
     pub tap: Option<String>,
     #[serde(default)]
@@ -108,6 +113,7 @@ impl Default for Network {
             prefix_length: default_prefix(),
             gateway: default_gateway(),
             nameservers: Vec::new(),
+            ntp_servers: Vec::new(),
             tap: None,
             mac: None,
             ports: Vec::new(),
@@ -175,6 +181,19 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     #[serde(default)]
     pub direct_boot: Option<DirectBoot>,
+    /// What `gc` does with the VM's state once its config is gone.
+    #[serde(default)]
+    pub on_remove: OnRemove,
+}
+
+/// `on_remove`: keep the state dir of a removed VM, or purge it (state dir,
+/// runtime dir, TAP) at the next `gc` (src/commands/purge.rs).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemove {
+    #[default]
+    Keep,
+    Purge,
 }
 
 fn default_protocol() -> Protocol {
@@ -232,6 +251,7 @@ pub struct BridgeNet {
     pub netmask: Ipv4Addr,
     pub gateway: Ipv4Addr,
     pub nameservers: Vec<Ipv4Addr>,
+    pub ntp_servers: Vec<Ipv4Addr>,
     pub tap: String,
     pub mac: String,
 }
@@ -277,6 +297,11 @@ impl Validated {
             ResolvedNet::User { .. } => None,
         }
     }
+}
+
+/// A VM name given on the command line (it becomes a path component).
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
+    validate::check_name(Path::new("(command line)"), "name (argument)", name)
 }
 
 /// Read and validate `<config_dir>/<name>.json`.

@@ -59,6 +59,20 @@ pub(super) fn validate_network(p: &Path, config: &Config) -> Result<ResolvedNet,
 
 fn user_mode(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigError> {
     let n = &config.network;
+    // restrict=on: the guest reaches nothing, so it gets no resolver or time source.
+    for (field, list) in [
+        ("network.nameservers", &n.nameservers),
+        ("network.ntp_servers", &n.ntp_servers),
+    ] {
+        if let Some(s) = list.first() {
+            return Err(invalid(
+                p,
+                &format!("{field}[0]"),
+                s,
+                "a network.mode = \"user\" guest (restrict=on) reaches no server; leave it empty",
+            ));
+        }
+    }
     if let Some(ip) = &n.ip {
         return Err(invalid(
             p,
@@ -113,6 +127,34 @@ fn user_mode(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigError> {
         });
     }
     Ok(ResolvedNet::User { ports })
+}
+
+/// Resolvers and NTP servers of a bridged guest: it can reach only the
+/// gateway (docs/firewall.md), so any other address would be a server it can
+/// never reach.
+fn gateway_servers(
+    p: &Path,
+    what: &str,
+    list: &[String],
+    gateway: Ipv4Addr,
+) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let field = format!("network.{what}[{i}]");
+        let ip = parse_ip(p, &field, s)?;
+        if ip != gateway {
+            return Err(invalid(
+                p,
+                &field,
+                s,
+                &format!("a guest on the isolated bridge reaches only the gateway {gateway}"),
+            ));
+        }
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
 }
 
 fn bridge_mode(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigError> {
@@ -182,10 +224,8 @@ fn bridge_mode(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigError> {
             "is the network or broadcast address",
         ));
     }
-    let mut nameservers = Vec::new();
-    for (i, s) in n.nameservers.iter().enumerate() {
-        nameservers.push(parse_ip(p, &format!("network.nameservers[{i}]"), s)?);
-    }
+    let nameservers = gateway_servers(p, "nameservers", &n.nameservers, gateway)?;
+    let ntp_servers = gateway_servers(p, "ntp_servers", &n.ntp_servers, gateway)?;
     let tap = match &n.tap {
         Some(t) => {
             check_tap_name(t).map_err(|r| invalid(p, "network.tap", t, r))?;
@@ -210,6 +250,7 @@ fn bridge_mode(p: &Path, config: &Config) -> Result<ResolvedNet, ConfigError> {
         netmask: mask,
         gateway,
         nameservers,
+        ntp_servers,
         tap,
         mac,
     }))

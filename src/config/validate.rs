@@ -254,6 +254,18 @@ pub(super) fn validate(path: &Path, config: Config) -> Result<Validated, ConfigE
             ));
         }
     }
+    // Nanos's ntp klib falls back to pool.ntp.org without servers.
+    if let Some(i) = config.klibs.iter().position(|k| k == "ntp") {
+        if config.network.ntp_servers.is_empty() {
+            return Err(invalid(
+                p,
+                &format!("klibs[{i}]"),
+                "ntp",
+                "the ntp klib falls back to pool.ntp.org, which an isolated guest cannot reach; \
+                 set network.ntp_servers to the gateway (and allow UDP 123 to it)",
+            ));
+        }
+    }
     let ops_extra = ops_extra::check(p, &config.ops_extra)?;
     if let Some(dir) = &config.nanos_dir {
         check_abs_clean(p, "nanos_dir", dir)?;

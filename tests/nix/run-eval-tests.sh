@@ -77,6 +77,9 @@ EVAL_TESTS=(
   assert-ip-broadcast-address assert-ip-invalid assert-ip-missing assert-bridge-name-too-long
   assert-tap-collision assert-volume-target-relative assert-user-mode-ip
   assert-bridge-mode-ports assert-name-invalid assert-bridge-mac-invalid good-config-no-assertions
+  egress-per-vm-ports dns-ntp-defaults dns-ntp-none-by-default assert-nameserver-unreachable assert-nameserver-port-not-allowed
+  assert-ntp-klib-without-servers assert-ntp-server-unreachable assert-gateway-ports-user-mode
+  on-remove-json-and-gc-unit on-remove-gc-unit-without-unikernels on-remove-rejects-other-values
   flake-ops-package flake-module-defaults flake-checks-default flake-helper-units flake-lock-pinned
   checks-evaluate
 )
@@ -182,6 +185,10 @@ GOOD="{ lib, ... }: {
     accel = \"tcg\";
     klibs = [ \"ntp\" ];
     extraOpsConfig.ManifestPassthrough.futex_trace = \"f\";
+    # its own gateway ports: a proxy, DNS and NTP on the host (the ntp klib
+    # needs a reachable server)
+    network.allowedGatewayTCPPorts = [ 3128 ];
+    network.allowedGatewayUDPPorts = [ 53 123 ];
   };
   services.mcp.unikernels.a-rather-long-name-for-a-unikernel = {
     program = \"$ELF\";
@@ -399,7 +406,7 @@ for n in ('mcp-unikernel@web.service', 'mcp-unikernel-build@web.service'):
     os.makedirs('$u/' + n + '.d', exist_ok=True)
     open('$u/' + n + '.d/overrides.conf', 'w').write(d['units'][n]['text'])
 "
-    if o=$(cd "$u" && SYSTEMD_UNIT_PATH="$u:" systemd-analyze verify --man=no mcp-unikernel@web.service mcp-unikernel-build@web.service 2>&1 \
+    if o=$(cd "$u" && SYSTEMD_UNIT_PATH="$u:" systemd-analyze verify --man=no mcp-unikernel@web.service mcp-unikernel-build@web.service mcp-unikernel-gc.service 2>&1 \
            | grep -v -e 'not found' -e 'Unit .* is not loaded' ); [ -z "$o" ]; then
       pass "nix-eval units-systemd-verify"
     else
@@ -412,8 +419,8 @@ fi
 check json-schema "$GOOD" 'json' '
 keys = {"schema_version","name","program","args","env","memory_mib","vcpus","accel","network","volumes",
         "volume_limit_mib","klibs","ops_extra","nanos_dir","ops","qemu","qemu_user","qemu_group",
-        "stop_timeout_secs","direct_boot"}
-netkeys = {"mode","bridge","ip","prefix_length","gateway","nameservers","tap","mac","ports"}
+        "stop_timeout_secs","direct_boot","on_remove"}
+netkeys = {"mode","bridge","ip","prefix_length","gateway","nameservers","ntp_servers","tap","mac","ports"}
 assert set(d) == {"web","a-rather-long-name-for-a-unikernel","usermode","manual"}, sorted(d)
 w = json.loads(d["web"])
 assert set(w) == keys, set(w) ^ keys
@@ -630,6 +637,77 @@ assert_case assert-bridge-mac-invalid \
   "{ services.mcp.bridge.macAddress = \"03:00:00:00:00:01\"; }" \
   'services\.mcp\.bridge\.macAddress = "03:00:00:00:00:01" is not a unicast MAC address'
 check good-config-no-assertions "$GOOD" failedAssertions 'assert d == [], d'
+
+# ---- onRemove and mcp-unikernel-gc.service (issue 15) ------------------------
+check on-remove-json-and-gc-unit "$(with_good '{ services.mcp.unikernels.manual.onRemove = "purge"; }')" "{
+    inherit json units packages;
+    fewer = (import $eroot/tests/nix/eval.nix { nixpkgsLib = $libdir; moduleFile = $module;
+      config = $(with_good '{ services.mcp.unikernels.manual.onRemove = "purge"; services.mcp.unikernels.manual.enable = false; }'); }).units.\"mcp-unikernel-gc.service\".text;
+  }" '
+assert json.loads(d["json"]["web"])["on_remove"] == "keep", "default keep"
+assert json.loads(d["json"]["manual"])["on_remove"] == "purge"
+g = d["units"]["mcp-unikernel-gc.service"]
+assert g["overrideStrategy"] == "asDropin" and g["wantedBy"] == ["multi-user.target"] and g["enable"] is True, g
+t = get(ini(g["text"]), "Unit", "X-Restart-Triggers")
+assert len(t) == 1 and t[0].startswith("/nix/store/"), g["text"]
+f = get(ini(d["fewer"]), "Unit", "X-Restart-Triggers")
+assert f != t, ("removing a unikernel must restart the gc unit (its trigger changes)", t, f)
+'
+check on-remove-gc-unit-without-unikernels '{ }' '{ inherit units packages; }' '
+assert "mcp-unikernel-gc.service" in d["units"], ("the gc unit must stay when the last unikernel is removed", list(d["units"]))
+assert d["packages"], "the package (with the gc unit) must stay installed"
+assert not [n for n in d["units"] if n.startswith("mcp-unikernel@")], d["units"].keys()
+'
+if ev "$(with_good "{ $WEB.onRemove = \"delete\"; }")" 'eval.config.services.mcp.unikernels.web.onRemove' >/dev/null; then
+  fail "nix-eval on-remove-rejects-other-values" "onRemove = \"delete\" was accepted"
+elif grep -q 'services\.mcp\.unikernels\.web\.onRemove' "$work/stderr"; then
+  pass "nix-eval on-remove-rejects-other-values"
+else
+  fail "nix-eval on-remove-rejects-other-values" "$(nixerr)"
+fi
+
+# ---- per-VM egress, the guest's resolver and NTP servers (issue 15) ---------
+check egress-per-vm-ports "$GOOD" '{ inherit etcText networking; }' '
+r = d["etcText"]["firewall.nft"]
+host = r[r.index("table inet mcp-unikernel-host {"):]
+host = host[:host.index("\n}\n")]
+assert "ip saddr 10.99.0.2 jump gw-web" in host, host
+chain = host[host.index("chain gw-web {"):]
+chain = chain[:chain.index("\n  }")]
+assert "tcp dport 3128 accept" in chain and "udp dport { 53, 123 } accept" in chain, chain
+assert "jump gw-manual" not in host and "chain gw-manual" not in host, "a VM without own ports gets no chain"
+assert "3128" not in host.replace(chain, ""), "3128 must be allowed in web chain only"
+i = d["networking"]["firewall"]["interfaces"]["mcp-br0"]
+assert 3128 in i["allowedTCPPorts"] and {53, 123} <= set(i["allowedUDPPorts"]), ("the host firewall opens the union", i)
+'
+check dns-ntp-defaults "$(with_good '{ services.mcp.firewall.allowedUDPPorts = [ 53 ]; services.mcp.unikernels.manual.network.nameservers = [ ]; }')" '{ inherit json; }' '
+j = {n: json.loads(t)["network"] for n, t in d["json"].items()}
+assert j["web"]["nameservers"] == ["10.99.0.1"] and j["web"]["ntp_servers"] == ["10.99.0.1"], j["web"]
+l = j["a-rather-long-name-for-a-unikernel"]
+assert l["nameservers"] == ["10.99.0.1"], ("UDP 53 allowed globally: the gateway resolves", l)
+assert l["ntp_servers"] == [], ("UDP 123 not allowed for it: no NTP server", l)
+assert j["manual"]["nameservers"] == [], ("set explicitly to none", j["manual"])
+assert j["usermode"]["nameservers"] == [] and j["usermode"]["ntp_servers"] == [], j["usermode"]
+'
+check dns-ntp-none-by-default "$GOOD" '{ inherit json; }' '
+l = json.loads(d["json"]["a-rather-long-name-for-a-unikernel"])["network"]
+assert l["nameservers"] == [] and l["ntp_servers"] == [], ("no port 53/123 allowed: neither resolver nor NTP server", l)
+'
+assert_case assert-nameserver-unreachable \
+  "{ $WEB.network.nameservers = [ \"8.8.8.8\" ]; }" \
+  'unikernels\.web\.network\.nameservers = \[ "8\.8\.8\.8" \]: the guest can reach only the gateway 10\.99\.0\.1'
+assert_case assert-nameserver-port-not-allowed \
+  "{ services.mcp.unikernels.manual.network.nameservers = [ \"10.99.0.1\" ]; }" \
+  'unikernels\.manual\.network\.nameservers = \[ "10\.99\.0\.1" \], but port 53 on the gateway is not allowed for it'
+assert_case assert-ntp-klib-without-servers \
+  "{ services.mcp.unikernels.manual.klibs = [ \"ntp\" ]; }" \
+  'unikernels\.manual\.klibs contains "ntp" but network\.ntpServers is empty: the ntp klib would fall back to pool\.ntp\.org'
+assert_case assert-ntp-server-unreachable \
+  "{ $WEB.network.ntpServers = [ \"10.99.0.1\" \"192.0.2.1\" ]; }" \
+  'unikernels\.web\.network\.ntpServers = \[ "10\.99\.0\.1" "192\.0\.2\.1" \]: the guest can reach only the gateway'
+assert_case assert-gateway-ports-user-mode \
+  "{ services.mcp.unikernels.usermode.network.allowedGatewayTCPPorts = [ 3128 ]; }" \
+  'unikernels\.usermode\.network\.allowedGateway\*Ports only apply to network\.mode = "bridge"'
 
 # ---- firewall ----------------------------------------------------------------
 fw_expr='{ inherit units etcText networking; }'

@@ -3,11 +3,14 @@
 //! connection *from the guest* (1 s timeout): `open`, or `blocked: <error>`;
 //! `GET /write/PATH` writes a marker line to the guest file /PATH (`written`
 //! or `failed: <error>`); `GET /read/PATH` answers the file's content or
-//! `missing`. Any other request gets `net-probe ready`. One request per
+//! `missing`; `GET /resolve/NAME` resolves NAME with the system resolver
+//! (getaddrinfo, reading the guest's /etc/resolv.conf) and answers
+//! `resolved A.B.C.D ...` or `failed: <error>`. Any other request gets
+//! `net-probe ready`. One request per
 //! connection; one log line per probe on stdout (the serial console).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ const USAGE: &str = "Usage: net-probe [--listen ADDR:PORT]   (default 0.0.0.0:80
 GET /connect/IP:PORT  -> 'open' or 'blocked: <error>' (TCP connect from here, 1 s timeout)
 GET /write/PATH       -> 'written' or 'failed: <error>' (writes a marker line to /PATH)
 GET /read/PATH        -> the content of /PATH, or 'missing'
+GET /resolve/NAME     -> 'resolved <addresses>' or 'failed: <error>' (getaddrinfo)
 GET anything else     -> 'net-probe ready'
 ";
 
@@ -34,6 +38,17 @@ fn answer(target: &str) -> (u16, String) {
         return match std::fs::read_to_string(format!("/{path}")) {
             Ok(s) => (200, s),
             Err(_) => (200, "missing\n".into()),
+        };
+    }
+    if let Some(name) = target.strip_prefix("/resolve/") {
+        return match (name, 0).to_socket_addrs() {
+            Ok(addrs) => {
+                let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                ips.sort();
+                ips.dedup();
+                (200, format!("resolved {}\n", ips.join(" ")))
+            }
+            Err(e) => (200, format!("failed: {e}\n")),
         };
     }
     let Some(dest) = target.strip_prefix("/connect/") else {
@@ -61,7 +76,7 @@ fn handle(stream: TcpStream) -> std::io::Result<()> {
         h.clear();
     }
     let (status, body) = answer(&target);
-    if ["/connect/", "/write/", "/read/"]
+    if ["/connect/", "/write/", "/read/", "/resolve/"]
         .iter()
         .any(|p| target.starts_with(p))
     {
@@ -133,6 +148,10 @@ mod tests {
             .starts_with("blocked: "));
         assert_eq!(answer("/connect/nonsense").0, 400);
         assert_eq!(answer("/").1, "net-probe ready\n");
+        assert_eq!(answer("/resolve/127.0.0.1").1, "resolved 127.0.0.1\n");
+        assert!(answer("/resolve/no-such-name.invalid")
+            .1
+            .starts_with("failed: "));
     }
 
     #[test]
