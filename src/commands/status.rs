@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::{self, ResolvedNet};
+use crate::health;
 use crate::image;
 use crate::launch::{self, PidState};
 use crate::paths::{Roots, VmPaths};
@@ -27,6 +28,13 @@ pub struct VmStatus {
     /// QEMU (left as they are; `cleanup` removes them).
     pub stale: Option<String>,
     pub config_error: Option<String>,
+    /// Running VMs: `starting` (its readiness probe has not answered yet),
+    /// `ready` (answered, or no probe: started = QEMU running) or
+    /// `unhealthy` (its last health probe failed). Null when not running.
+    pub health: Option<health::Health>,
+    /// Consecutive failed health probes of the running QEMU.
+    pub health_failures: Option<u32>,
+    pub last_probe_error: Option<String>,
 }
 
 pub fn one(roots: &Roots, name: &str) -> VmStatus {
@@ -52,7 +60,11 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
             .and_then(|v| image::current_hash(v, &paths)),
         stale: None,
         config_error,
+        health: None,
+        health_failures: None,
+        last_probe_error: None,
     };
+    let has_probe = cfg.as_ref().is_ok_and(|v| v.config.readiness.is_some());
     match launch::inspect(&paths) {
         PidState::Running { pid, record } => {
             st.running = true;
@@ -60,6 +72,10 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
             ip = record.ip.clone().or(ip);
             tap = record.tap.clone().or(tap);
             st.image_hash = Some(record.image_hash.clone());
+            let (h, rec) = health::state(&paths, &record, has_probe);
+            st.health = Some(h);
+            st.health_failures = rec.as_ref().map(|r| r.failures);
+            st.last_probe_error = rec.and_then(|r| r.last_error);
             st.uptime_secs = procinfo::uptime_secs().map(|up| {
                 let started = record.start_ticks as f64 / procinfo::ticks_per_second() as f64;
                 (up - started).max(0.0) as u64
@@ -112,8 +128,8 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<8} {:>8} {:<15} {:<15} {:>8} {:<12}",
-        "NAME", "STATE", "PID", "IP", "TAP", "UPTIME", "IMAGE"
+        "{:<20} {:<8} {:<9} {:>8} {:<15} {:<15} {:>8} {:<12}",
+        "NAME", "STATE", "HEALTH", "PID", "IP", "TAP", "UPTIME", "IMAGE"
     );
     for s in list {
         let state = if s.running {
@@ -124,9 +140,10 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
             "stopped"
         };
         println!(
-            "{:<20} {:<8} {:>8} {:<15} {:<15} {:>8} {:<12}",
+            "{:<20} {:<8} {:<9} {:>8} {:<15} {:<15} {:>8} {:<12}",
             s.name,
             state,
+            s.health.map(|h| h.as_str()).unwrap_or("-"),
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             s.ip.as_deref().unwrap_or("-"),
             s.tap.as_deref().unwrap_or("-"),
@@ -141,6 +158,9 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
                 "  stale runtime files (not removed; `mcp-unikernel cleanup {}` removes them): {r}",
                 s.name
             );
+        }
+        if let (Some(n), Some(e)) = (s.health_failures.filter(|n| *n > 0), &s.last_probe_error) {
+            println!("  {n} consecutive health probes failed, last: {e}");
         }
         if let Some(e) = &s.config_error {
             println!("  config: {e}");
