@@ -1,5 +1,7 @@
 pub mod build;
 pub mod cleanup;
+pub mod credcheck;
+pub mod ready;
 pub mod start;
 pub mod status;
 pub mod stop;
