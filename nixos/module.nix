@@ -12,6 +12,8 @@
 #   host/network.nix     the bridge and the isolation tables
 #   host/users.nix       one system user + group per unikernel
 #   host/assertions.nix  assertions and warnings
+#   host/ready.nix       readiness, health, dependsOn, credentials: options,
+#                        assertions, the credentials' activation snippet
 #   host/common.nix      values they all derive from the configuration
 #
 # Module arguments used: config, lib, pkgs, utils (utils.escapeSystemdPath).
@@ -22,5 +24,6 @@
     ./host/network.nix
     ./host/users.nix
     ./host/assertions.nix
+    ./host/ready.nix
   ];
 }

@@ -43,6 +43,15 @@ rec {
   bridged = lib.filterAttrs (_: u: u.network.mode == "bridge") enabled;
 
   helper = lib.getExe' cfg.package "mcp-unikernel";
+  # readiness, health, dependsOn, credentials (host/ready.nix)
+  readyArgs = import ./ready-args.nix {
+    inherit
+      lib
+      derive
+      enabled
+      helper
+      ;
+  };
   qemuArch = pkgs.stdenv.hostPlatform.qemuArch or "x86_64";
   qemuBinary = "${cfg.qemuPackage}/bin/qemu-system-${qemuArch}";
 
@@ -97,7 +106,8 @@ rec {
           {
             inherit (u.directBoot) kernel initrd append;
           };
-    };
+    }
+    // readyArgs.json u;
 
   instanceJSON = name: u: builtins.toJSON (instanceConfig name u);
   # A store file per instance: its path changes exactly when the config does.
