@@ -129,6 +129,7 @@ fn io_reason(e: &std::io::Error, limit: Duration) -> String {
             format!("timed out after {:.1} s", limit.as_secs_f64())
         }
         std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
         _ => e.to_string(),
     }
 }

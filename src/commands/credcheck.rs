@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use crate::commands::ready::vm_unit;
 use crate::config::{self, valid_credential_name};
 use crate::credentials::{self, Change};
-use crate::launch::{self, PidState};
+use crate::launch;
 use crate::paths::{Roots, VmPaths};
 
 pub fn run(roots: &Roots, name: &str, pairs: &[String]) -> Result<()> {
@@ -40,7 +40,7 @@ pub fn run(roots: &Roots, name: &str, pairs: &[String]) -> Result<()> {
         parsed.push((id.to_owned(), PathBuf::from(file)));
     }
     let paths = VmPaths::new(roots, name);
-    if !matches!(launch::inspect(&paths), PidState::Running { .. }) {
+    if launch::running(&paths).is_none() {
         return Ok(());
     }
     match credentials::compare(&paths, &parsed)? {

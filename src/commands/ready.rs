@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config;
 use crate::health::{self, HealthRecord, ReadyRecord};
-use crate::launch::{self, PidState};
+use crate::launch;
 use crate::paths::{Roots, VmPaths};
 use crate::probe::Probe;
 
@@ -43,16 +43,11 @@ pub fn wait_ready(roots: &Roots, name: &str) -> Result<()> {
     let deadline = t0 + timeout;
     let mut last = String::from("no attempt yet");
     loop {
-        let launch = match launch::inspect(&paths) {
-            PidState::Running { record, .. } => record,
-            PidState::NotRunning => bail!(
+        let Some(launch) = launch::running(&paths) else {
+            bail!(
                 "{name}: QEMU is not running (it exited before the guest answered {}; last error: {last})",
                 probe.describe()
-            ),
-            PidState::Stale { reason, .. } => bail!(
-                "{name}: QEMU exited before the guest answered {} ({reason}; last error: {last})",
-                probe.describe()
-            ),
+            );
         };
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
@@ -98,12 +93,9 @@ pub fn health_check(roots: &Roots, name: &str, systemctl: &str) -> Result<()> {
         return Ok(());
     };
     let paths = VmPaths::new(roots, name);
-    let launch = match launch::inspect(&paths) {
-        PidState::Running { record, .. } => record,
-        _ => {
-            println!("{name}: not running; nothing to probe");
-            return Ok(());
-        }
+    let Some(launch) = launch::running(&paths) else {
+        println!("{name}: not running; nothing to probe");
+        return Ok(());
     };
     let prev = health::health_for(&paths, &launch);
     let mut rec = HealthRecord {
