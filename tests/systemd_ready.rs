@@ -73,6 +73,15 @@ fn readiness_gates_start(test: &str, kind: Kind) {
             v.unit()
         );
     }
+    if kind == Kind::Standin {
+        // With readiness the VM unit may open IPv4 sockets to its own IP.
+        let out =
+            t.c.run(&["systemd-analyze", "security", "--no-pager", &tcp.unit()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(l) = text.lines().find(|l| l.contains("Overall exposure level")) {
+            println!("{test}: {} (readiness drop-in): {}", tcp.unit(), l.trim());
+        }
+    }
     let _ = t.stop(&tcp);
     let _ = t.stop(&http);
 }
@@ -251,6 +260,44 @@ fn health_restarts(test: &str, kind: Kind) {
     assert!(!hj.contains("WARN QEMU"), "{hj}");
     let _ = t.stop(&web);
     assert_eq!(t.c.prop(&web.health_timer(), "ActiveState"), "inactive");
+    if kind == Kind::Standin {
+        health_exposure(&t, test, &web);
+    }
+}
+
+/// `systemd-analyze security` of the probe unit, against the figure
+/// docs/systemd.md records (lower is better; never worse).
+const RECORDED_HEALTH_EXPOSURE: f64 = 1.9;
+
+fn health_exposure(t: &Tier, test: &str, web: &VmSpec) {
+    let out = t.c.run(&[
+        "systemd-analyze",
+        "security",
+        "--no-pager",
+        &web.health_unit(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: f64 = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level: {text}"));
+    println!("{test}: {}: exposure {v:.1}", web.health_unit());
+    assert!(
+        v <= RECORDED_HEALTH_EXPOSURE,
+        "exposure {v} worse than the recorded {RECORDED_HEALTH_EXPOSURE}:\n{text}"
+    );
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(common::container::ROOT).join("docs/systemd.md"),
+    )
+    .unwrap();
+    let line = format!("`mcp-unikernel-health@.service`: exposure {RECORDED_HEALTH_EXPOSURE:.1}");
+    assert!(
+        docs.contains(&line),
+        "docs/systemd.md does not record {line:?}"
+    );
 }
 
 // -------------------------------------------------------------- dependsOn
