@@ -70,8 +70,9 @@ enum Cmd {
     /// Remove the TAP (only if owned by the VM's user), QEMU's runtime dir and
     /// the launch record (refuses while the VM runs). Safe to run twice.
     Cleanup { name: String },
-    /// Show one VM (or all): running or not from validated PIDs, PID, IP, TAP,
-    /// uptime, image hash. Read-only: stale runtime files are reported only.
+    /// Show one VM (or all): running or not from validated PIDs, health
+    /// (starting/ready/unhealthy), PID, IP, TAP, uptime, image hash.
+    /// Read-only: stale runtime files are reported only.
     Status {
         name: Option<String>,
         #[arg(long)]

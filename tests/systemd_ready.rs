@@ -68,6 +68,8 @@ fn readiness_gates_start(test: &str, kind: Kind) {
         assert_eq!(st["health"], "ready", "{st}");
         // systemd's start timeout leaves room for the probe's.
         assert_eq!(t.c.prop(&v.unit(), "TimeoutStartUSec"), "1min 30s");
+        // Five starts that each wait for the probe still end a loop.
+        assert_eq!(t.c.prop(&v.unit(), "StartLimitIntervalUSec"), "7min 30s");
         println!(
             "{test}: {} active (guest answering) after {took:?}",
             v.unit()

@@ -196,6 +196,10 @@ in
     # dependency with readiness gates this VM until it answers).
     ++ line "After" (aft ++ filter (u: !(builtins.elem u aft)) (req ++ deps ++ binds))
     ++ line "Wants" (if hc == null then [ ] else [ healthTimer ])
+    # A start now lasts up to the readiness timeout: the template's start
+    # limit (5 in 60 s) would never end a loop of starts that time out, so
+    # the window grows with it (five failed starts in a row end in failed).
+    ++ (if ready == null then [ ] else [ "StartLimitIntervalSec=${toString (5 * (ready.timeout + 30))}" ])
     ++ [
       ""
       "[Service]"

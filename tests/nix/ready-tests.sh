@@ -40,6 +40,7 @@ t = ini(d["units"]["mcp-unikernel@web.service"]["text"])
 post = get(t, "Service", "ExecStartPost")
 assert len(post) == 3 and post[0].endswith("/bin/mcp-unikernel") and post[1:] == ["wait-ready", "web"], post
 assert get(t, "Service", "TimeoutStartSec") == ["50"], ("timeout + 30", t)
+assert get(t, "Unit", "StartLimitIntervalSec") == ["250"], ("5 x (timeout + 30): a loop of timed-out starts ends", t)
 assert get(t, "Service", "RestrictAddressFamilies") == ["AF_INET"], t
 assert get(t, "Service", "IPAddressAllow") == ["10.99.0.2"], ("the VM address only", t)
 assert json.loads(d["json"]["web"])["readiness"] == {"tcp": 8080, "http": None, "timeout_secs": 20}
