@@ -243,6 +243,30 @@ pub fn load(v: &Validated, paths: &VmPaths) -> Result<Option<Credentials>, CredE
     }))
 }
 
+/// For a build: the credentials (None when none are configured), after
+/// checking that only the VM's user can read the image they go into.
+pub fn for_build(
+    v: &Validated,
+    paths: &VmPaths,
+    who: &RunAs,
+) -> Result<Option<Credentials>, CredError> {
+    let creds = load(v, paths)?;
+    if creds.is_some() {
+        check_exclusive_group(v, who)?;
+    }
+    Ok(creds)
+}
+
+pub fn hash_into(creds: Option<&Credentials>, h: &mut InputHasher) {
+    if let Some(c) = creds {
+        c.hash_into(h);
+    }
+}
+
+pub fn record(creds: Option<&Credentials>, paths: &VmPaths) -> Result<(), CredError> {
+    creds.map_or(Ok(()), |c| c.record(paths))
+}
+
 impl Credentials {
     /// Names, guest dir and keyed digests (never the content) into the hash.
     pub fn hash_into(&self, h: &mut InputHasher) {

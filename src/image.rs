@@ -287,15 +287,10 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
     };
     // Credentials first: a missing one fails the build even when the image
     // is current (its keyed digests are inputs; src/credentials.rs).
-    let creds = credentials::load(v, paths)?;
-    if creds.is_some() {
-        credentials::check_exclusive_group(v, who)?;
-    }
+    let creds = credentials::for_build(v, paths, who)?;
     let mut cache = DigestCache::load(&paths.input_digests());
     let mut base = base_inputs(v, program.as_ref(), &mut cache)?;
-    if let Some(c) = &creds {
-        c.hash_into(&mut base);
-    }
+    credentials::hash_into(creds.as_ref(), &mut base);
     if let Err(e) = cache.save() {
         // Only a cache: the next start reads the files again.
         tracing::warn!(error = %e, "cannot save the input digest cache");
@@ -305,9 +300,7 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
     staging::walk_volumes(&v.config.volumes, &mut check, None, &opts)?;
     let hash = check.finish_hex();
     if current_hash(v, paths).as_deref() == Some(hash.as_str()) {
-        if let Some(c) = &creds {
-            c.record(paths)?;
-        }
+        credentials::record(creds.as_ref(), paths)?;
         tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "inputs unchanged; reusing the last good image");
         return Ok(Image {
             boot: boot_for(v, &paths.image_dir()),
@@ -320,22 +313,13 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
         true => Some(prepare_ops(v, paths, who)?),
         false => None,
     };
-    let result = stage_and_build(
-        v,
-        paths,
-        who,
-        (program.as_ref(), creds.as_ref()),
-        base,
-        &opts,
-        ops.as_ref(),
-    );
+    let files = (program.as_ref(), creds.as_ref());
+    let result = stage_and_build(v, paths, who, files, base, &opts, ops.as_ref());
     if let Some(run) = &ops {
         let _ = fs::remove_dir_all(&run.scratch);
     }
     let hash = result?;
-    if let Some(c) = &creds {
-        c.record(paths)?;
-    }
+    credentials::record(creds.as_ref(), paths)?;
     tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "image built");
     Ok(Image {
         boot: boot_for(v, &paths.image_dir()),
