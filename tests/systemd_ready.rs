@@ -544,3 +544,89 @@ fn systemd_changed_credential_restarts_only_that_vm() {
     let _ = t.c.run(&[HELPER_INSIDE, "status"]);
     let _ = t.stop(&a);
 }
+
+// ------------------------------------------------------------- units.nix
+
+/// nixos/lib/units.nix and credentials.nix refuse bad issue-14 values,
+/// naming them (no container).
+#[test]
+fn systemd_ready_nix_libs_reject_bad_values() {
+    let test = "systemd_ready_nix_libs_reject_bad_values";
+    if std::process::Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::netns::skip(test, "nix-instantiate not found");
+        return;
+    }
+    let lib = |f: &str| {
+        std::path::Path::new(common::container::ROOT)
+            .join("nixos/lib")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let eval = |expr: String| {
+        std::process::Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "--expr", &expr])
+            .env(
+                "NIX_CONFIG",
+                "substituters =\nexperimental-features = nix-command flakes\nbuild-users-group =",
+            )
+            .output()
+            .unwrap()
+    };
+    let units = |args: &str| format!("import {} {{ name = \"web\"; {args} }}", lib("units.nix"));
+    let creds = |args: &str| format!("import {} {{ {args} }}", lib("credentials.nix"));
+    for (expr, named) in [
+        (
+            units(r#"readiness = { timeout = 5; address = "10.99.0.2"; };"#),
+            "helper",
+        ),
+        (
+            units(r#"helper = "/h"; readiness = { timeout = 5; address = "10.99.0.300"; };"#),
+            "\"10.99.0.300\"",
+        ),
+        (
+            units(r#"helper = "/h"; readiness = { timeout = 0; address = "10.99.0.2"; };"#),
+            "readiness.timeout",
+        ),
+        (
+            units(r#"health = { interval = 5; timeout = 1; };"#),
+            "health (needs readiness)",
+        ),
+        (units(r#"dependsOn = [ "web" ];"#), "the unikernel itself"),
+        (units(r#"dependsOn = [ "Bad" ];"#), "\"Bad\""),
+        (units(r#"credentials = { "a:b" = "/x"; };"#), "\"a:b\""),
+        (units(r#"credentials = { k = "/x y"; };"#), "\"/x y\""),
+        (units(r#"credentials = { k = "x"; };"#), "credentials.k"),
+        (creds(r#"helper = "h"; unikernels = { };"#), "helper"),
+        (
+            creds(r#"helper = "/h"; unikernels = { web = { "a/b" = "/x"; }; };"#),
+            "\"a/b\"",
+        ),
+    ] {
+        let out = eval(expr.clone());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{expr} accepted");
+        assert!(
+            err.contains(named),
+            "{expr}: error does not name {named}: {err}"
+        );
+    }
+    // Without the new arguments nothing changes (the exact text of before).
+    let out = eval(units("stopTimeout = 10;"));
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["vmDropin"],
+        "[Unit]\n\n[Service]\nRestart=on-failure\nTimeoutStopSec=55\n"
+    );
+    assert_eq!(v["healthDropin"], serde_json::Value::Null);
+    let out = eval(creds(r#"helper = "/h"; unikernels = { web = { }; };"#));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"activationScript":""}"#
+    );
+}

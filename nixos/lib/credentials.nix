@@ -55,7 +55,7 @@ let
 in
 {
   activationScript =
-    if names == [ ] then
+    if builtins.seq h names == [ ] then
       ""
     else
       ''
