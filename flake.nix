@@ -41,7 +41,7 @@
         );
 
       # The helper, with the units it runs under: systemd/*.in have
-      # @helper@ and @nft@ placeholders, substituted into
+      # @helper@, @nft@ and @systemctl@ placeholders, substituted into
       # $out/lib/systemd/system/ (the NixOS module installs them with
       # systemd.packages; the systemd tests substitute the same files).
       mkHelper =
@@ -55,7 +55,7 @@
             postInstall = ''
               mkdir -p $out/lib/systemd/system
               shopt -s nullglob
-              units=(systemd/*.service.in systemd/*.target.in systemd/*.service systemd/*.target)
+              units=(systemd/*.service.in systemd/*.target.in systemd/*.service systemd/*.target systemd/*.timer)
               if [ ''${#units[@]} -eq 0 ]; then
                 echo "no unit files in systemd/" >&2
                 exit 1
@@ -63,9 +63,10 @@
               for f in "''${units[@]}"; do
                 substitute "$f" "$out/lib/systemd/system/$(basename "$f" .in)" \
                   --subst-var-by helper "$out/bin/mcp-unikernel" \
-                  --subst-var-by nft "${pkgs.nftables}/bin/nft"
+                  --subst-var-by nft "${pkgs.nftables}/bin/nft" \
+                  --subst-var-by systemctl "${pkgs.systemd}/bin/systemctl"
               done
-              if grep -l '@helper@\|@nft@' $out/lib/systemd/system/*; then
+              if grep -l '@helper@\|@nft@\|@systemctl@' $out/lib/systemd/system/*; then
                 echo "placeholders left in the units above" >&2
                 exit 1
               fi

@@ -15,6 +15,8 @@
 #   host/on-remove.nix   onRemove and mcp-unikernel-gc.service (purge on removal)
 #   host/guest-network.nix  per-VM gateway ports, the guest's resolver and
 #                        NTP servers (options, defaults, assertions)
+#   host/ready.nix       readiness, health, dependsOn, credentials: options,
+#                        assertions, the credentials' activation snippet
 #   host/common.nix      values they all derive from the configuration
 #
 # Module arguments used: config, lib, pkgs, utils (utils.escapeSystemdPath).
@@ -27,5 +29,6 @@
     ./host/assertions.nix
     ./host/guest-network.nix
     ./host/on-remove.nix
+    ./host/ready.nix
   ];
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::config::Validated;
+use crate::credentials::{self, CredError, Credentials};
 use crate::digests::DigestCache;
 use crate::inputs::InputHasher;
 use crate::opsbuild::{self, OpsSandbox};
@@ -36,6 +37,8 @@ pub enum BuildError {
     Stage(#[from] StageError),
     #[error(transparent)]
     Program(#[from] ProgramError),
+    #[error(transparent)]
+    Credentials(#[from] CredError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -283,8 +286,12 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
         Some(p) => Some(progstage::load(p, nanos)?),
         None => None,
     };
+    // Credentials first: a missing one fails the build even when the image
+    // is current (its keyed digests are inputs; src/credentials.rs).
+    let creds = credentials::for_build(v, paths, who)?;
     let mut cache = DigestCache::load(&paths.input_digests());
-    let base = base_inputs(v, program.as_ref(), &mut cache)?;
+    let mut base = base_inputs(v, program.as_ref(), &mut cache)?;
+    credentials::hash_into(creds.as_ref(), &mut base);
     if let Err(e) = cache.save() {
         // Only a cache: the next start reads the files again.
         tracing::warn!(error = %e, "cannot save the input digest cache");
@@ -294,6 +301,7 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
     staging::walk_volumes(&v.config.volumes, &mut check, None, &opts)?;
     let hash = check.finish_hex();
     if current_hash(v, paths).as_deref() == Some(hash.as_str()) {
+        credentials::record(creds.as_ref(), paths)?;
         tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "inputs unchanged; reusing the last good image");
         return Ok(Image {
             boot: boot_for(v, &paths.image_dir()),
@@ -306,11 +314,13 @@ pub fn ensure(v: &Validated, paths: &VmPaths, who: &RunAs) -> Result<Image, Buil
         true => Some(prepare_ops(v, paths, who)?),
         false => None,
     };
-    let result = stage_and_build(v, paths, who, program.as_ref(), base, &opts, ops.as_ref());
+    let files = (program.as_ref(), creds.as_ref());
+    let result = stage_and_build(v, paths, who, files, base, &opts, ops.as_ref());
     if let Some(run) = &ops {
         let _ = fs::remove_dir_all(&run.scratch);
     }
     let hash = result?;
+    credentials::record(creds.as_ref(), paths)?;
     tracing::info!(hash = %&hash[..16], elapsed_ms = t0.elapsed().as_millis() as u64, "image built");
     Ok(Image {
         boot: boot_for(v, &paths.image_dir()),
@@ -323,7 +333,7 @@ fn stage_and_build(
     v: &Validated,
     paths: &VmPaths,
     who: &RunAs,
-    program: Option<&ProgramFiles>,
+    (program, creds): (Option<&ProgramFiles>, Option<&Credentials>),
     base: InputHasher,
     opts: &staging::StageOptions,
     ops: Option<&OpsRun>,
@@ -345,6 +355,9 @@ fn stage_and_build(
             }
             crate::guestfiles::stage(v, &scratch, opts.group)
                 .map_err(io_err("staging /etc/resolv.conf into", &scratch))?;
+            if let (true, Some(c)) = (nanos, creds) {
+                c.stage(&scratch, opts.group)?;
+            }
             Ok(report)
         });
     let report = match staged_ok {
@@ -375,6 +388,7 @@ fn stage_and_build(
             &paths.staging(),
             &db.initrd,
             &dest,
+            creds,
         ),
     };
     if let Err(e) = built {

@@ -195,6 +195,15 @@ pub fn inspect(paths: &VmPaths) -> PidState {
     }
 }
 
+/// The validated record of the running QEMU from the root-owned record
+/// alone, without QEMU's pidfile (which `inspect` compares and warns about):
+/// for callers without CAP_DAC_OVERRIDE, which cannot open QEMU's 0700 dir
+/// (the health probe). None when nothing valid runs.
+pub fn running(paths: &VmPaths) -> Option<LaunchRecord> {
+    let rec = read_record(paths).ok().flatten()?;
+    validate(rec.pid, &rec, paths).ok().map(|()| rec)
+}
+
 /// Remove the launch record and QEMU's runtime dir (socket, pidfile, overlay).
 /// Never touches any process. Callers hold the VM's lock.
 pub fn clear(paths: &VmPaths) -> io::Result<()> {

@@ -8,15 +8,19 @@
 //! (the unprivileged `ops build`), `image` (cached builds), `standin` + `cpio`
 //! (Linux stand-in initramfs), `tap` (TAP devices; bridge ports over
 //! rtnetlink), `qemu` (command line), `qmp` (peer-checked QMP),
-//! `procinfo` + `launch` (PID validation), `lock`, `privs`, and `commands`.
+//! `procinfo` + `launch` (PID validation), `lock`, `privs`, `probe` +
+//! `health` (readiness and health probes, their records), `credentials`
+//! (systemd credentials baked into the image), and `commands`.
 
 pub mod commands;
 pub mod config;
 pub mod cpio;
+pub mod credentials;
 pub mod derive;
 pub mod digests;
 pub mod elfdeps;
 pub mod guestfiles;
+pub mod health;
 pub mod image;
 pub mod inputs;
 pub mod launch;
@@ -25,6 +29,7 @@ pub mod opsbuild;
 pub mod opsconfig;
 pub mod paths;
 pub mod privs;
+pub mod probe;
 pub mod procinfo;
 pub mod progstage;
 pub mod qemu;

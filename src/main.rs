@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use mcp_unikernel::commands::{build, cleanup, purge, start, status, stop};
+use mcp_unikernel::commands::{build, cleanup, credcheck, purge, ready, start, status, stop};
 use mcp_unikernel::config;
 use mcp_unikernel::paths::Roots;
 
@@ -70,8 +70,9 @@ enum Cmd {
     /// Remove the TAP (only if owned by the VM's user), QEMU's runtime dir and
     /// the launch record (refuses while the VM runs). Safe to run twice.
     Cleanup { name: String },
-    /// Show one VM (or all): running or not from validated PIDs, PID, IP, TAP,
-    /// uptime, image hash. Read-only: stale runtime files are reported only.
+    /// Show one VM (or all): running or not from validated PIDs, health
+    /// (starting/ready/unhealthy), PID, IP, TAP, uptime, image hash.
+    /// Read-only: stale runtime files are reported only.
     Status {
         name: Option<String>,
         #[arg(long)]
@@ -91,6 +92,26 @@ enum Cmd {
     /// Validate a config file without touching anything; print the derived
     /// values (TAP, MAC, netmask) as JSON.
     CheckConfig { file: PathBuf },
+    /// Probe the guest from the host (the VM unit's ExecStartPost=) until its
+    /// `readiness` probe answers; fail after `readiness.timeout_secs` with one
+    /// line naming the probe and the last error.
+    WaitReady { name: String },
+    /// One health probe (the health timer's oneshot): count consecutive
+    /// failures; at `health.failures` restart the VM through systemctl.
+    Health {
+        name: String,
+        /// systemctl used to restart the VM.
+        #[arg(long, default_value = "systemctl")]
+        systemctl: String,
+    },
+    /// Print `mcp-unikernel@NAME.service` when NAME runs and a credential
+    /// file (ID=PATH, as in its build unit's LoadCredential=) differs from
+    /// its last good build (the NixOS activation script's check). Read-only.
+    CredentialsChanged {
+        name: String,
+        #[arg(value_name = "ID=PATH")]
+        credentials: Vec<String>,
+    },
 }
 
 fn init_logging() {
@@ -146,6 +167,11 @@ fn main() -> ExitCode {
         }
         Cmd::Purge { name } => purge::purge(&roots, &name),
         Cmd::Gc => purge::gc(&roots),
+        Cmd::WaitReady { name } => ready::wait_ready(&roots, &name),
+        Cmd::Health { name, systemctl } => ready::health_check(&roots, &name, &systemctl),
+        Cmd::CredentialsChanged { name, credentials } => {
+            credcheck::run(&roots, &name, &credentials)
+        }
         Cmd::CheckConfig { file } => config::load_file(&file).map_err(Into::into).and_then(|v| {
             let out = serde_json::json!({
                 "ok": true,

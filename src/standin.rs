@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::config::{ResolvedNet, Validated};
 use crate::cpio::CpioWriter;
+use crate::credentials::Credentials;
 use crate::image::{io_err, BuildError};
 
 /// The files handed to the Linux stand-in guest besides the volumes.
@@ -36,6 +37,7 @@ pub fn build_initrd(
     staging: &Path,
     base: &Path,
     dest: &Path,
+    creds: Option<&Credentials>,
 ) -> Result<(), BuildError> {
     let mut data = fs::read(base).map_err(io_err("reading initrd", base))?;
     while data.len() % 4 != 0 {
@@ -55,6 +57,14 @@ pub fn build_initrd(
         w.file(name, 0o644, content.as_bytes()).map_err(wr)?;
     }
     w.tree(staging, "").map_err(wr)?;
+    // Credentials go from memory into the cpio (mode 0400), not through the
+    // staging tree.
+    for (name, mode, data) in creds.map(|c| c.cpio_entries()).unwrap_or_default() {
+        match data {
+            Some(bytes) => w.file(&name, mode, bytes).map_err(wr)?,
+            None => w.dir(&name, mode).map_err(wr)?,
+        }
+    }
     let bytes = w.finish().map_err(wr)?;
     fs::write(dest, bytes).map_err(io_err("writing", dest))?;
     Ok(())

@@ -375,6 +375,112 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// readiness, health and credentials (issue 14).
+fn ready_cases() -> Vec<Case> {
+    vec![
+        Case {
+            what: "readiness with two probes",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"tcp": 8080, "http": {"port": 8080}}),
+            field: "readiness",
+            value: "tcp and http",
+        },
+        Case {
+            what: "readiness probe port 0",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"tcp": 0}),
+            field: "readiness.tcp",
+            value: "0",
+        },
+        Case {
+            what: "readiness port over 65535",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"tcp": 70000}),
+            field: "readiness.tcp",
+            value: "70000",
+        },
+        Case {
+            what: "HTTP probe path with a space",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"http": {"port": 8080, "path": "/a b"}}),
+            field: "readiness.http.path",
+            value: "/a b",
+        },
+        Case {
+            what: "HTTP probe path injecting a header",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"http": {"port": 8080, "path": "/\r\nX-Evil: 1"}}),
+            field: "readiness.http.path",
+            value: "X-Evil",
+        },
+        Case {
+            what: "readiness timeout zero",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"tcp": 8080, "timeout_secs": 0}),
+            field: "readiness.timeout_secs",
+            value: "0",
+        },
+        Case {
+            what: "unknown readiness field",
+            name: "web",
+            edit: |c, _| c["readiness"] = json!({"tcp": 8080, "udp": 53}),
+            field: "readiness",
+            value: "udp",
+        },
+        Case {
+            what: "health without readiness",
+            name: "web",
+            edit: |c, _| c["health"] = json!({"interval_secs": 5}),
+            field: "health",
+            value: "readiness",
+        },
+        Case {
+            what: "health probe longer than its interval",
+            name: "web",
+            edit: |c, _| {
+                c["readiness"] = json!({"tcp": 8080});
+                c["health"] = json!({"interval_secs": 2, "timeout_secs": 9});
+            },
+            field: "health.timeout_secs",
+            value: "9",
+        },
+        Case {
+            what: "credential name with a slash",
+            name: "web",
+            edit: |c, _| c["credentials"] = json!(["../etc/shadow"]),
+            field: "credentials[0]",
+            value: "../etc/shadow",
+        },
+        Case {
+            what: "credential name with a colon",
+            name: "web",
+            edit: |c, _| c["credentials"] = json!(["tls:key"]),
+            field: "credentials[0]",
+            value: "tls:key",
+        },
+        Case {
+            what: "credentials target relative",
+            name: "web",
+            edit: |c, _| {
+                c["credentials"] = json!(["k"]);
+                c["credentials_target"] = "run/secrets".into();
+            },
+            field: "credentials_target",
+            value: "run/secrets",
+        },
+        Case {
+            what: "credentials target inside a volume",
+            name: "web",
+            edit: |c, _| {
+                c["credentials"] = json!(["k"]);
+                c["credentials_target"] = "/srv/www/keys".into();
+            },
+            field: "credentials_target",
+            value: "/srv/www/keys",
+        },
+    ]
+}
+
 fn snapshot(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in walk(dir) {
@@ -405,7 +511,8 @@ fn bad_configs_fail_cleanly_naming_field_and_value() {
     }
     let ns = vm::bridge_ns("badcfg");
     let links_before = vm::links(&ns);
-    let cases = cases();
+    let mut cases = cases();
+    cases.extend(ready_cases());
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
     for case in &cases {

@@ -318,6 +318,8 @@ impl Tier {
                     "mcp-unikernel-build@.service",
                     "mcp-unikernel-firewall.service",
                     "mcp-unikernel-gc.service",
+                    "mcp-unikernel-health@.service",
+                    "mcp-unikernel-health@.timer",
                     "mcp-unikernel@.service",
                     "mcp-unikernels.target"
                 ]

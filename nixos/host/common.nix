@@ -47,6 +47,15 @@ rec {
   gatewayUDPPorts = u: lib.unique (cfg.firewall.allowedUDPPorts ++ u.network.allowedGatewayUDPPorts);
 
   helper = lib.getExe' cfg.package "mcp-unikernel";
+  # readiness, health, dependsOn, credentials (host/ready.nix)
+  readyArgs = import ./ready-args.nix {
+    inherit
+      lib
+      derive
+      enabled
+      helper
+      ;
+  };
   qemuArch = pkgs.stdenv.hostPlatform.qemuArch or "x86_64";
   qemuBinary = "${cfg.qemuPackage}/bin/qemu-system-${qemuArch}";
 
@@ -103,7 +112,8 @@ rec {
           {
             inherit (u.directBoot) kernel initrd append;
           };
-    };
+    }
+    // readyArgs.json u;
 
   instanceJSON = name: u: builtins.toJSON (instanceConfig name u);
   # A store file per instance: its path changes exactly when the config does.

@@ -25,20 +25,24 @@ let
     let
       deps = c.vmDeps name u;
     in
-    import ../lib/units.nix {
-      inherit name;
-      inherit (u) restart stopTimeout buildTimeout;
-      # The JSON's store path: switch-to-configuration restarts exactly the
-      # instances whose config changed.
-      restartTriggers = [ "${c.instanceFile name u}" ];
-      inherit (deps) requires after bindsTo;
-      # Without a local Nanos dir ops must download the kernel (a direct-boot
-      # test guest needs no ops).
-      buildNetwork = cfg.nanosDir == null && u.directBoot == null;
-      # QEMU's user-mode networking (slirp) needs IP sockets, which the
-      # template denies.
-      userNetwork = u.network.mode == "user";
-    };
+    import ../lib/units.nix (
+      {
+        inherit name;
+        inherit (u) restart stopTimeout buildTimeout;
+        # The JSON's store path: switch-to-configuration restarts exactly the
+        # instances whose config changed.
+        restartTriggers = [ "${c.instanceFile name u}" ];
+        inherit (deps) requires after bindsTo;
+        # Without a local Nanos dir ops must download the kernel (a direct-boot
+        # test guest needs no ops).
+        buildNetwork = cfg.nanosDir == null && u.directBoot == null;
+        # QEMU's user-mode networking (slirp) needs IP sockets, which the
+        # template denies.
+        userNetwork = u.network.mode == "user";
+      }
+      # readiness, health, dependsOn, credentials (host/ready.nix)
+      // c.readyArgs.unitArgs name u
+    );
 
   rendered = lib.mapAttrs renderUnits enabled;
 in
@@ -68,6 +72,16 @@ in
         };
         ${r.buildUnit} = {
           text = r.buildDropin;
+          overrideStrategy = "asDropin";
+        };
+      }
+      // lib.optionalAttrs (r.healthDropin != null) {
+        ${r.healthUnit} = {
+          text = r.healthDropin;
+          overrideStrategy = "asDropin";
+        };
+        ${r.healthTimer} = {
+          text = r.healthTimerDropin;
           overrideStrategy = "asDropin";
         };
       }) rendered

@@ -88,6 +88,7 @@ pub fn run(roots: &Roots, name: &str) -> Result<()> {
         ),
     };
     launch::clear(&paths).context("removing QEMU's runtime files and the launch record")?;
+    crate::health::clear(&paths);
     match (tap_name, uid) {
         (Some(t), Some(uid)) => match tap::remove_owned(&t, uid) {
             Ok(tap::Removed::Removed) => tracing::info!(tap = %t, "TAP removed"),

@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::{self, ResolvedNet};
+use crate::health;
 use crate::image;
 use crate::launch::{self, PidState};
 use crate::paths::{Roots, VmPaths};
@@ -30,6 +31,13 @@ pub struct VmStatus {
     /// The config is gone but state or runtime files are left (`on_remove =
     /// "keep"`, or not purged yet): `mcp-unikernel purge NAME` removes them.
     pub removed: bool,
+    /// Running VMs: `starting` (its readiness probe has not answered yet),
+    /// `ready` (answered, or no probe: started = QEMU running) or
+    /// `unhealthy` (its last health probe failed). Null when not running.
+    pub health: Option<health::Health>,
+    /// Consecutive failed health probes of the running QEMU.
+    pub health_failures: Option<u32>,
+    pub last_probe_error: Option<String>,
 }
 
 pub fn one(roots: &Roots, name: &str) -> VmStatus {
@@ -56,7 +64,11 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
         stale: None,
         removed: crate::commands::purge::config_removed(roots, name),
         config_error,
+        health: None,
+        health_failures: None,
+        last_probe_error: None,
     };
+    let has_probe = cfg.as_ref().is_ok_and(|v| v.config.readiness.is_some());
     match launch::inspect(&paths) {
         PidState::Running { pid, record } => {
             st.running = true;
@@ -64,6 +76,10 @@ pub fn one(roots: &Roots, name: &str) -> VmStatus {
             ip = record.ip.clone().or(ip);
             tap = record.tap.clone().or(tap);
             st.image_hash = Some(record.image_hash.clone());
+            let (h, rec) = health::state(&paths, &record, has_probe);
+            st.health = Some(h);
+            st.health_failures = rec.as_ref().map(|r| r.failures);
+            st.last_probe_error = rec.and_then(|r| r.last_error);
             st.uptime_secs = procinfo::uptime_secs().map(|up| {
                 let started = record.start_ticks as f64 / procinfo::ticks_per_second() as f64;
                 (up - started).max(0.0) as u64
@@ -116,8 +132,8 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<20} {:>8} {:<15} {:<15} {:>8} {:<12}",
-        "NAME", "STATE", "PID", "IP", "TAP", "UPTIME", "IMAGE"
+        "{:<20} {:<20} {:<9} {:>8} {:<15} {:<15} {:>8} {:<12}",
+        "NAME", "STATE", "HEALTH", "PID", "IP", "TAP", "UPTIME", "IMAGE"
     );
     for s in list {
         let state = if s.running {
@@ -130,9 +146,10 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
             "stopped"
         };
         println!(
-            "{:<20} {:<20} {:>8} {:<15} {:<15} {:>8} {:<12}",
+            "{:<20} {:<20} {:<9} {:>8} {:<15} {:<15} {:>8} {:<12}",
             s.name,
             state,
+            s.health.map(|h| h.as_str()).unwrap_or("-"),
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             s.ip.as_deref().unwrap_or("-"),
             s.tap.as_deref().unwrap_or("-"),
@@ -147,6 +164,9 @@ pub fn print(list: &[VmStatus], json: bool) -> Result<()> {
                 "  stale runtime files (not removed; `mcp-unikernel cleanup {}` removes them): {r}",
                 s.name
             );
+        }
+        if let (Some(n), Some(e)) = (s.health_failures.filter(|n| *n > 0), &s.last_probe_error) {
+            println!("  {n} consecutive health probes failed, last: {e}");
         }
         if s.removed {
             println!(

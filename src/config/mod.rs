@@ -13,10 +13,14 @@ use serde::{Deserialize, Serialize};
 mod conflicts;
 mod network;
 mod ops_extra;
+mod probes;
 mod validate;
 
 pub use conflicts::check_conflicts;
 pub use network::{check_bridge_name, check_tap_name};
+pub use probes::{
+    valid_credential_name, Health, HttpProbe, Readiness, MAX_CREDENTIALS, MAX_CREDENTIAL_BYTES,
+};
 
 pub const SCHEMA_VERSION: u32 = 1;
 pub const MAX_NAME_LEN: usize = 64;
@@ -184,6 +188,18 @@ pub struct Config {
     /// What `gc` does with the VM's state once its config is gone.
     #[serde(default)]
     pub on_remove: OnRemove,
+    /// When the VM counts as started (src/probe.rs); null: QEMU running.
+    #[serde(default)]
+    pub readiness: Option<Readiness>,
+    /// The readiness probe repeated by the health timer.
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// Names of the systemd credentials the build unit loads (never their
+    /// content or host paths), staged into `credentials_target`.
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    #[serde(default = "probes::default_credentials_target")]
+    pub credentials_target: PathBuf,
 }
 
 /// `on_remove`: keep the state dir of a removed VM, or purge it (state dir,

@@ -284,6 +284,7 @@ pub(super) fn validate(path: &Path, config: Config) -> Result<Validated, ConfigE
     check_command(p, "qemu", &config.qemu)?;
     check_account(p, "qemu_user", &config.qemu_user)?;
     check_account(p, "qemu_group", &config.qemu_group)?;
+    super::probes::check(p, &config)?;
 
     Ok(Validated {
         config,

@@ -490,7 +490,10 @@ pub fn install_shipped_units(dir: &Path, helper: &str, nft: &str) -> Vec<String>
         let file = e.file_name().to_string_lossy().into_owned();
         let name = file.strip_suffix(".in").unwrap_or(&file).to_owned();
         let text = fs::read_to_string(e.path()).unwrap();
-        let text = text.replace("@helper@", helper).replace("@nft@", nft);
+        let text = text
+            .replace("@helper@", helper)
+            .replace("@nft@", nft)
+            .replace("@systemctl@", "/usr/bin/systemctl");
         // No other @word@ placeholder may be left for the installer to miss.
         for (i, _) in text.match_indices('@') {
             let word: String = text[i + 1..]

@@ -62,6 +62,7 @@ in
     nftablesTables = c.networking.nftables.tables;
   };
   networkdNetworks = c.systemd.network.networks;
+  activationScripts = removeAttrs c.system.activationScripts [ "script" ];
   # Rendered as NixOS renders networking.nftables.tables.
   nftRuleset = lib.concatStrings (
     lib.mapAttrsToList (name: t: ''

@@ -83,6 +83,9 @@ EVAL_TESTS=(
   flake-ops-package flake-module-defaults flake-checks-default flake-helper-units flake-lock-pinned
   checks-evaluate
 )
+# readiness, health, dependsOn, credentials (issue 14): tests/nix/ready-tests.sh
+. "$ROOT/tests/nix/ready-tests.sh"
+EVAL_TESTS+=("${READY_EVAL_TESTS[@]}")
 
 libdir=""
 if [ -n "${NIXPKGS_LIB:-}" ]; then
@@ -398,7 +401,7 @@ elif needs_units units-systemd-verify; then
     u=$work/units; mkdir -p "$u"
     for f in "$ROOT"/systemd/*.in "$ROOT"/systemd/*.target; do
       [ -e "$f" ] || continue
-      sed -e 's|@helper@|/bin/true|g' -e "s|@nft@|$(command -v nft || echo /bin/true)|g" "$f" >"$u/$(basename "$f" .in)"
+      sed -e 's|@helper@|/bin/true|g' -e 's|@systemctl@|/bin/true|g' -e "s|@nft@|$(command -v nft || echo /bin/true)|g" "$f" >"$u/$(basename "$f" .in)"
     done
     printf '%s' "$out" | py "
 import os
@@ -419,7 +422,7 @@ fi
 check json-schema "$GOOD" 'json' '
 keys = {"schema_version","name","program","args","env","memory_mib","vcpus","accel","network","volumes",
         "volume_limit_mib","klibs","ops_extra","nanos_dir","ops","qemu","qemu_user","qemu_group",
-        "stop_timeout_secs","direct_boot","on_remove"}
+        "stop_timeout_secs","direct_boot","on_remove","readiness","health","credentials","credentials_target"}
 netkeys = {"mode","bridge","ip","prefix_length","gateway","nameservers","ntp_servers","tap","mac","ports"}
 assert set(d) == {"web","a-rather-long-name-for-a-unikernel","usermode","manual"}, sorted(d)
 w = json.loads(d["web"])
@@ -931,6 +934,8 @@ for f in flavours:
 else
   fail "nix-eval checks-evaluate" "$(nixerr)"
 fi
+
+ready_tests
 
 echo "nix: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -13,6 +13,8 @@
 #     extraGroups (users-groups.nix);
 #   - networking.nftables.tables.<n>.family: the enum of nftables.nix;
 #   - networkd's ConfigureWithoutCarrier / RequiredForOnline values.
+#   - system.activationScripts.<n>: a string or { deps; text;
+#     supportsDryActivation; } (activation-script.nix), with its apply.
 # Options the module only reads (boot.isContainer, networking.useNetworkd,
 # networking.nftables.enable; boot.kernelPackages.kernel.version) are plain
 # values, as there.
@@ -305,6 +307,30 @@ in
         }
       );
       default = { };
+    };
+    # nixos/modules/system/activation/activation-script.nix: its type
+    # (a string, or deps/text/supportsDryActivation) and its apply, which
+    # adds the assembled `script`.
+    system.activationScripts = mkOption {
+      type = types.attrsOf (
+        types.either types.str (
+          types.submodule {
+            options = {
+              deps = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              text = mkOption { type = types.lines; };
+              supportsDryActivation = mkOption {
+                type = types.bool;
+                default = false;
+              };
+            };
+          }
+        )
+      );
+      default = { };
+      apply = set: set // { script = "# stand-in: the assembled activation script"; };
     };
     networking.nftables.enable = mkOption {
       type = types.bool;

@@ -51,6 +51,7 @@ let
     curl = drv "curl";
     python3 = drv "python3";
     nftables = drv "nftables";
+    systemd = drv "systemd";
     kmod = drv "kmod";
     cpio = drv "cpio";
     gzip = drv "gzip";

@@ -5,13 +5,16 @@
 //! or `failed: <error>`); `GET /read/PATH` answers the file's content or
 //! `missing`; `GET /resolve/NAME` resolves NAME with the system resolver
 //! (getaddrinfo, reading the guest's /etc/resolv.conf) and answers
-//! `resolved A.B.C.D ...` or `failed: <error>`. Any other request gets
-//! `net-probe ready`. One request per
+//! `resolved A.B.C.D ...` or `failed: <error>`; `GET /close` answers
+//! `closing` and then closes its listening socket while the program (and the
+//! guest) keep running, so the host sees a server that stopped answering (the
+//! health tests). Any other request gets `net-probe ready`. One request per
 //! connection; one log line per probe on stdout (the serial console).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::Duration;
 
 const USAGE: &str = "Usage: net-probe [--listen ADDR:PORT]   (default 0.0.0.0:8080)
@@ -19,12 +22,17 @@ GET /connect/IP:PORT  -> 'open' or 'blocked: <error>' (TCP connect from here, 1 
 GET /write/PATH       -> 'written' or 'failed: <error>' (writes a marker line to /PATH)
 GET /read/PATH        -> the content of /PATH, or 'missing'
 GET /resolve/NAME     -> 'resolved <addresses>' or 'failed: <error>' (getaddrinfo)
+GET /close            -> 'closing', then the listening socket is closed (the program keeps running)
 GET anything else     -> 'net-probe ready'
 ";
 
 pub const MARKER: &str = "written by the guest\n";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Set by `GET /close`; the accept loop then drops the listener.
+static CLOSE: AtomicBool = AtomicBool::new(false);
+static PORT: AtomicU16 = AtomicU16::new(0);
 
 /// The answer for a request target.
 fn answer(target: &str) -> (u16, String) {
@@ -75,8 +83,12 @@ fn handle(stream: TcpStream) -> std::io::Result<()> {
     while reader.read_line(&mut h)? > 2 {
         h.clear();
     }
-    let (status, body) = answer(&target);
-    if ["/connect/", "/write/", "/read/", "/resolve/"]
+    let (status, body) = if target == "/close" {
+        (200, "closing\n".to_owned())
+    } else {
+        answer(&target)
+    };
+    if ["/connect/", "/write/", "/read/", "/resolve/", "/close"]
         .iter()
         .any(|p| target.starts_with(p))
     {
@@ -89,7 +101,16 @@ fn handle(stream: TcpStream) -> std::io::Result<()> {
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    s.flush()
+    s.flush()?;
+    if target == "/close" {
+        CLOSE.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], PORT.load(Ordering::SeqCst))),
+            CONNECT_TIMEOUT,
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -122,7 +143,18 @@ fn main() -> ExitCode {
         }
     };
     println!("net-probe listening on {listen}");
+    PORT.store(
+        listener.local_addr().map(|a| a.port()).unwrap_or(0),
+        Ordering::SeqCst,
+    );
     for conn in listener.incoming().flatten() {
+        if CLOSE.load(Ordering::SeqCst) {
+            drop(listener);
+            println!("net-probe: listener closed; still running, answering nothing");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         // A probe waits up to 1 s; serve each connection on its own thread
         // so probes from the host can run side by side.
         std::thread::spawn(move || {
