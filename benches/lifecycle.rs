@@ -737,7 +737,11 @@ impl<'a> Vm<'a> {
         let vm_dir = self.sb.runtime_dir.join(&self.name).join("vm");
         let _ = fs::remove_dir_all(&vm_dir);
         fs::create_dir_all(&vm_dir).map_err(|e| e.to_string())?;
-        run_ok(Command::new("chown").arg(format!("{user}:{user}")).arg(&vm_dir))?;
+        run_ok(
+            Command::new("chown")
+                .arg(format!("{user}:{user}"))
+                .arg(&vm_dir),
+        )?;
         let log = self.log_path("plain");
         let f = fs::File::create(&log).map_err(|e| e.to_string())?;
         let t0 = Instant::now();

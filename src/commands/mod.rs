@@ -1,7 +1,7 @@
 pub mod build;
 pub mod cleanup;
-pub mod purge;
 pub mod credcheck;
+pub mod purge;
 pub mod ready;
 pub mod start;
 pub mod status;
